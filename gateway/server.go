@@ -1,0 +1,82 @@
+// Package gateway is tusou's HTTP front: the Gin router, middleware (request
+// ids, access logs, metrics, auth, limits, recovery), thin handlers that parse
+// a request and call the service, and the one place errors become HTTP.
+package gateway
+
+import (
+	"context"
+	"io"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/config"
+	"github.com/tusou/tusou/service"
+)
+
+// Service is what the handlers need from the product logic.
+type Service interface {
+	Ingest(ctx context.Context, uploads []service.Upload) ([]service.IngestItem, error)
+	Get(ctx context.Context, id string) (*service.Image, error)
+	Content(ctx context.Context, id string) (io.ReadSeekCloser, *service.Image, error)
+	Delete(ctx context.Context, id string) error
+	SearchImage(ctx context.Context, data []byte, q service.Query) ([]service.Hit, error)
+	SearchText(ctx context.Context, text string, q service.Query) ([]service.Hit, error)
+}
+
+// Check is one readiness dependency (Elasticsearch, Triton).
+type Check struct {
+	Name  string
+	Ready func(ctx context.Context) error
+}
+
+// Deps are the gateway's collaborators.
+type Deps struct {
+	Config   *config.Config
+	Service  Service
+	Checks   []Check
+	Logger   *zap.Logger
+	Registry prometheus.Registerer
+	Gatherer prometheus.Gatherer
+}
+
+// New returns the REST API handler.
+func New(d Deps) http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	cfg := d.Config
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = true
+	m := newHTTPMetrics(d.Registry)
+	r.Use(requestID(), accessLog(d.Logger, m), recovery(d.Logger))
+	r.NoRoute(func(c *gin.Context) {
+		abortWithError(c, apierr.New(apierr.NotFound, "route_not_found", "no route for %s %s", c.Request.Method, c.Request.URL.Path))
+	})
+	r.NoMethod(func(c *gin.Context) {
+		c.Status(http.StatusMethodNotAllowed)
+		c.JSON(http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "method_not_allowed",
+			Message: "method " + c.Request.Method + " is not allowed on " + c.Request.URL.Path}})
+	})
+
+	h := &handlers{cfg: cfg, svc: d.Service, checks: d.Checks}
+	r.GET("/healthz", h.healthz)
+	r.GET("/readyz", h.readyz)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{})))
+	r.GET("/openapi.json", serveOpenAPI)
+
+	v1 := r.Group("/v1", deadline(cfg.Server.RequestTimeout), bodyLimit(cfg.Server.MaxBodyBytes))
+	if len(cfg.Auth.APIKeys) > 0 {
+		v1.Use(apiKeyAuth(cfg.Auth.APIKeys))
+	}
+	v1.POST("/images", h.ingest)
+	v1.GET("/images/:id", h.getImage)
+	v1.GET("/images/:id/content", h.getContent)
+	v1.DELETE("/images/:id", h.deleteImage)
+	v1.POST("/search/image", h.searchImage)
+	v1.POST("/search/text", h.searchText)
+	return r
+}
