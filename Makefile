@@ -1,0 +1,69 @@
+# tusou — run `make help` for the targets. A new user needs only `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+# Integration tests share one Elasticsearch and one Triton: run packages one at a time.
+ITEST_FLAGS ?= -count=1 -p 1 -timeout 20m
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## install missing system packages (Debian; idempotent)
+	@deploy/local/deps.sh
+
+.PHONY: build
+build: deps ## build bin/tusou (cgo: libjpeg-turbo)
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tusou ./cmd/tusou
+
+.PHONY: up
+up: deps ## start the local stack: Elasticsearch :9200 and Triton :8000/:8001/:8002 (idempotent)
+	@deploy/local/stack.sh up
+
+.PHONY: down
+down: ## stop exactly what `make up` started
+	@deploy/local/stack.sh down
+
+.PHONY: status
+status: ## show the local stack's state
+	@deploy/local/stack.sh status
+
+.PHONY: run
+run: up build ## start the stack, then the gateway in the foreground on :8080
+	bin/tusou serve --set log.format=console
+
+.PHONY: test
+test: deps up ## everything CI runs: checks, unit tests, integration tests on the real stack
+	$(MAKE) --no-print-directory check
+	$(GO) test -count=1 ./...
+	$(GO) test -tags integration $(ITEST_FLAGS) ./...
+	cd k8s && $(GO) test -count=1 ./...
+	@echo "make test: all passed"
+
+.PHONY: check
+check: ## static checks: gofmt, go vet, generated code and docs in sync
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+	scripts/check-proto-drift.sh
+
+.PHONY: test-unit
+test-unit: ## unit tests only (no stack needed)
+	$(GO) test ./...
+
+.PHONY: proto
+proto: ## regenerate the Triton gRPC stubs
+	scripts/gen-proto.sh
+
+.PHONY: docs
+docs: ## regenerate docs/configuration.md and config/fielddocs_gen.go
+	$(GO) run ./config/internal/fielddocs/cmd
+	$(GO) run ./cmd/tusou config reference > docs/configuration.md
+
+.PHONY: clean
+clean: ## remove build outputs (not the local stack's state: see `make down`)
+	rm -rf bin

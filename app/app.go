@@ -1,0 +1,314 @@
+// Package app wires tusou's components together and runs the gateway until
+// its context ends, then shuts down in order: stop accepting requests, drain
+// in-flight requests, drain the Triton batchers, close the clients.
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/blobstore"
+	"github.com/tusou/tusou/config"
+	"github.com/tusou/tusou/embed"
+	"github.com/tusou/tusou/esproxy"
+	"github.com/tusou/tusou/gateway"
+	"github.com/tusou/tusou/preprocess"
+	"github.com/tusou/tusou/service"
+	"github.com/tusou/tusou/tokenizer"
+	"github.com/tusou/tusou/triton"
+	"github.com/tusou/tusou/triton/inferencepb"
+)
+
+// NewLogger builds the zap logger the configuration asks for.
+func NewLogger(cfg config.Log) (*zap.Logger, error) {
+	var zc zap.Config
+	if cfg.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	} else {
+		zc = zap.NewProductionConfig()
+		zc.EncoderConfig.TimeKey = "time"
+		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	}
+	lvl, err := zapcore.ParseLevel(cfg.Level)
+	if err != nil {
+		return nil, err
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	return zc.Build()
+}
+
+// Run starts the gateway and blocks until ctx ends and shutdown finishes.
+func Run(ctx context.Context, cfg *config.Config, version string) error {
+	log, err := NewLogger(cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
+	a, err := Build(ctx, cfg, log, version)
+	if err != nil {
+		return err
+	}
+	return a.Serve(ctx)
+}
+
+// App is a built gateway: every component constructed and checked.
+type App struct {
+	cfg      *config.Config
+	log      *zap.Logger
+	Registry *prometheus.Registry
+	Handler  http.Handler
+	triton   *triton.Client
+	images   *triton.ImageEncoder
+	texts    *triton.TextEncoder
+	es       *esproxy.Client
+}
+
+// Build constructs every component, waits for Triton and Elasticsearch to be
+// reachable (they may start after the gateway), checks the models against
+// the configuration and the index against the model, and returns the app.
+// Mismatches are fatal: serving vectors from the wrong model is worse than
+// not serving.
+func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version string) (*App, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tusou_build_info", Help: "Always 1; the version label says which build runs.",
+		ConstLabels: prometheus.Labels{"version": version},
+	}, func() float64 { return 1 }))
+
+	pre, err := preprocess.New(cfg.Preprocess)
+	if err != nil {
+		return nil, fmt.Errorf("preprocess: %w", err)
+	}
+	tokPath := resolveTokenizer(cfg.Text.TokenizerPath)
+	tok, err := tokenizer.Load(tokPath, cfg.Triton.Text.MaxSeqLen)
+	if err != nil {
+		return nil, fmt.Errorf("text.tokenizer_path: %w", err)
+	}
+	// The pad id is a fact of the tokenizer file, not a separate setting that
+	// could disagree with it.
+	cfg.Triton.Text.PadID = tok.PadID()
+	log.Info("tokenizer loaded", zap.String("path", tokPath), zap.Int("vocab", tok.VocabSize()))
+
+	tc, err := triton.Dial(ctx, cfg.Triton, log, reg)
+	if err != nil {
+		return nil, fmt.Errorf("triton: %w", err)
+	}
+	a := &App{cfg: cfg, log: log, Registry: reg, triton: tc}
+	ok := false
+	defer func() {
+		if !ok {
+			a.close(context.Background())
+		}
+	}()
+	if err := tc.WaitReady(ctx, 2*time.Second); err != nil {
+		return nil, err
+	}
+	if err := tc.CheckModels(ctx); err != nil {
+		return nil, fmt.Errorf("triton models do not match the configuration: %w", err)
+	}
+	modelVersion, err := servedVersion(ctx, tc, cfg.Triton.Image.ModelConfig)
+	if err != nil {
+		return nil, err
+	}
+
+	es, err := esproxy.New(cfg.Elasticsearch, log, reg)
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch: %w", err)
+	}
+	a.es = es
+	prov := esproxy.Provenance{Model: cfg.Triton.Image.Name, Version: modelVersion, Dims: cfg.Triton.Image.Dims}
+	info, err := ensureIndex(ctx, es, prov, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("index ready", zap.String("alias", info.Alias), zap.String("write_index", info.WriteIndex),
+		zap.Bool("created", info.Created), zap.Stringer("provenance", prov))
+
+	var blobs service.Blobs
+	if cfg.Blobs.Dir != "" {
+		d, err := blobstore.NewDir(cfg.Blobs.Dir)
+		if err != nil {
+			return nil, err
+		}
+		blobs = d
+	}
+
+	a.images = triton.NewImageEncoder(tc)
+	a.texts = triton.NewTextEncoder(tc)
+	refusals := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tusou_preprocess_refusals_total",
+		Help: "Images refused because every decode worker was busy and the wait queue was full.",
+	})
+	workers := cfg.Decode.Workers
+	if workers == 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	limiter := embed.NewLimiter(workers, cfg.Decode.QueueSize, refusals.Inc)
+	reg.MustRegister(refusals, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tusou_preprocess_waiting",
+		Help: "Images waiting for a decode worker.",
+	}, func() float64 { return float64(limiter.Waiting()) }))
+	svc := service.New(
+		embed.NewImages(pre, a.images, pre.TensorLen(), limiter),
+		embed.NewTexts(tok, a.texts),
+		es, blobs)
+	a.Handler = gateway.New(gateway.Deps{
+		Config: cfg, Service: svc, Logger: log, Registry: reg, Gatherer: reg,
+		Checks: []gateway.Check{
+			{Name: "elasticsearch", Ready: es.Ready},
+			{Name: "triton", Ready: tc.Ready},
+		},
+	})
+	ok = true
+	return a, nil
+}
+
+// Serve listens on server.listen until ctx ends, then shuts down gracefully.
+func (a *App) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.Server.Listen)
+	if err != nil {
+		a.close(context.Background())
+		return fmt.Errorf("server.listen: %w", err)
+	}
+	return a.ServeListener(ctx, ln)
+}
+
+// ServeListener is Serve on an existing listener (tests use :0).
+func (a *App) ServeListener(ctx context.Context, ln net.Listener) error {
+	s := a.cfg.Server
+	srv := &http.Server{
+		Handler:           a.Handler,
+		ReadHeaderTimeout: s.ReadHeaderTimeout,
+		ReadTimeout:       s.ReadTimeout,
+		WriteTimeout:      s.WriteTimeout,
+		IdleTimeout:       s.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(a.log.Named("http")),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		a.log.Info("listening", zap.String("addr", ln.Addr().String()))
+		errc <- srv.Serve(ln)
+	}()
+	select {
+	case err := <-errc:
+		a.close(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down: draining in-flight requests", zap.Duration("timeout", s.ShutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-errc // Serve has returned http.ErrServerClosed
+	a.close(sctx)
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	a.log.Info("stopped")
+	return nil
+}
+
+// close drains the batchers, then closes the clients.
+func (a *App) close(ctx context.Context) {
+	if a.images != nil {
+		if err := a.images.Close(ctx); err != nil {
+			a.log.Warn("image batcher did not drain", zap.Error(err))
+		}
+	}
+	if a.texts != nil {
+		if err := a.texts.Close(ctx); err != nil {
+			a.log.Warn("text batcher did not drain", zap.Error(err))
+		}
+	}
+	if a.triton != nil {
+		_ = a.triton.Close()
+	}
+	if a.es != nil {
+		_ = a.es.Close(ctx)
+	}
+}
+
+// ensureIndex retries while Elasticsearch is unreachable (it may be starting)
+// and fails at once on a mismatch.
+func ensureIndex(ctx context.Context, es *esproxy.Client, p esproxy.Provenance, log *zap.Logger) (esproxy.IndexInfo, error) {
+	for attempt := 1; ; attempt++ {
+		info, err := es.EnsureIndex(ctx, p)
+		if err == nil {
+			return info, nil
+		}
+		if !retryable(err) {
+			return info, fmt.Errorf("elasticsearch index: %w", err)
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			log.Info("waiting for Elasticsearch", zap.Int("attempt", attempt), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return info, fmt.Errorf("elasticsearch not reachable: %w", err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// servedVersion is the model version Triton serves for m: the configured one,
+// or the highest version Triton reports.
+func servedVersion(ctx context.Context, tc *triton.Client, m triton.ModelConfig) (string, error) {
+	if m.Version != "" {
+		return m.Version, nil
+	}
+	md, err := tc.RPC().ModelMetadata(ctx, &inferencepb.ModelMetadataRequest{Name: m.Name})
+	if err != nil {
+		return "", fmt.Errorf("triton model metadata for %s: %w", m.Name, err)
+	}
+	vs := md.GetVersions()
+	if len(vs) == 0 {
+		return "1", nil
+	}
+	sort.Slice(vs, func(i, j int) bool {
+		a, _ := strconv.Atoi(vs[i])
+		b, _ := strconv.Atoi(vs[j])
+		return a < b
+	})
+	return vs[len(vs)-1], nil
+}
+
+// resolveTokenizer picks the configured tokenizer, else the exported real
+// one, else the tiny test tokenizer that `make up` serves with the tiny models.
+func resolveTokenizer(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	for _, p := range []string{
+		filepath.Join("model_repository", "clip_text", "tokenizer.json"),
+		filepath.Join("model_repository", "tiny", "clip_text", "tokenizer.json"),
+	} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return filepath.Join("model_repository", "clip_text", "tokenizer.json")
+}
+
+func retryable(err error) bool {
+	switch apierr.KindOf(err) {
+	case apierr.Unavailable, apierr.Timeout, apierr.BadGateway, apierr.Overloaded:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,253 @@
+// Package config is tusou's one typed configuration: defaults in code, a
+// strict YAML file, TUSOU_* environment variables and --set flags, validated
+// all at once with messages that name the setting. Component packages own
+// their sections (triton.Config, esproxy.Config, preprocess.Config); this
+// package composes them and owns the gateway's own settings. Nothing else in
+// tusou reads configuration.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/tusou/tusou/esproxy"
+	"github.com/tusou/tusou/preprocess"
+	"github.com/tusou/tusou/triton"
+)
+
+// Config is the whole configuration of `tusou serve`.
+type Config struct {
+	Server        Server            `yaml:"server"`
+	Log           Log               `yaml:"log"`
+	Auth          Auth              `yaml:"auth"`
+	Search        Search            `yaml:"search"`
+	Text          Text              `yaml:"text"`
+	Blobs         Blobs             `yaml:"blobs"`
+	Decode        Decode            `yaml:"decode"`
+	Preprocess    preprocess.Config `yaml:"preprocess"`
+	Triton        triton.Config     `yaml:"triton"`
+	Elasticsearch esproxy.Config    `yaml:"elasticsearch"`
+}
+
+// Server holds the HTTP listener's settings.
+type Server struct {
+	Listen            string        `yaml:"listen" doc:"address the REST API listens on"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" doc:"time allowed to read request headers (slowloris guard)"`
+	ReadTimeout       time.Duration `yaml:"read_timeout" doc:"time allowed to read a whole request, body included; large uploads on slow links need more"`
+	WriteTimeout      time.Duration `yaml:"write_timeout" doc:"time allowed to write a response"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout" doc:"keep-alive idle timeout"`
+	RequestTimeout    time.Duration `yaml:"request_timeout" doc:"deadline for handling one request; it propagates to Triton and Elasticsearch calls"`
+	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout" doc:"on SIGTERM, how long in-flight requests and batches may take to drain; keep below the pod's terminationGracePeriodSeconds"`
+	MaxBodyBytes      int64         `yaml:"max_body_bytes" doc:"largest request body accepted; bigger bodies get 413 without being read"`
+	MaxFiles          int           `yaml:"max_files" doc:"most image files in one ingest request"`
+	MaxMetadataBytes  int64         `yaml:"max_metadata_bytes" doc:"largest metadata JSON object accepted per image"`
+}
+
+// Log holds logging settings.
+type Log struct {
+	Level  string `yaml:"level" doc:"debug, info, warn or error"`
+	Format string `yaml:"format" doc:"json (production) or console (humans)"`
+}
+
+// Auth holds API-key authentication. It is off when no key is configured.
+type Auth struct {
+	APIKeys []string `yaml:"api_keys" doc:"accepted API keys (comma-separated in the environment); empty turns auth off. Clients send 'Authorization: ApiKey <key>' or 'X-API-Key: <key>'"`
+}
+
+// Search holds kNN request limits and defaults.
+type Search struct {
+	DefaultK            int `yaml:"default_k" doc:"k when a search does not say"`
+	MaxK                int `yaml:"max_k" doc:"largest k accepted"`
+	NumCandidatesFactor int `yaml:"num_candidates_factor" doc:"num_candidates defaults to k times this (HNSW recall grows with it)"`
+	MaxNumCandidates    int `yaml:"max_num_candidates" doc:"largest num_candidates accepted (Elasticsearch's own limit is 10000)"`
+	MaxTextBytes        int `yaml:"max_text_bytes" doc:"largest text query in bytes; longer texts are refused with 413"`
+	MaxFilterKeys       int `yaml:"max_filter_keys" doc:"most metadata keys in one search filter"`
+}
+
+// Text holds the text tower's gateway-side settings.
+type Text struct {
+	TokenizerPath string `yaml:"tokenizer_path" doc:"HuggingFace tokenizer.json matching the clip_text model (empty: model_repository/clip_text/tokenizer.json, or the tiny test tokenizer when the real one is absent). Texts are truncated to triton.text_model.max_seq_len tokens"`
+}
+
+// Blobs holds where original image bytes are kept for GET /v1/images/{id}/content.
+type Blobs struct {
+	Dir string `yaml:"dir" doc:"folder for original image bytes (content-addressed); empty disables storing originals"`
+}
+
+// Decode bounds CPU-heavy image decoding.
+type Decode struct {
+	Workers   int `yaml:"workers" doc:"images decoded at once; 0 means one per CPU (GOMAXPROCS), since decoding is CPU-bound"`
+	QueueSize int `yaml:"queue_size" doc:"images waiting for a decode worker before new ones are refused with 429; each waiting image holds its upload in memory"`
+}
+
+// Default returns the configuration that works against `make up`.
+func Default() *Config {
+	return &Config{
+		Server: Server{
+			Listen:            ":8080",
+			ReadHeaderTimeout: 10 * time.Second,
+			// 32 MiB at 10 Mbit/s takes ~27 s; 60 s leaves room for slow clients.
+			ReadTimeout:     60 * time.Second,
+			WriteTimeout:    60 * time.Second,
+			IdleTimeout:     120 * time.Second,
+			RequestTimeout:  30 * time.Second,
+			ShutdownTimeout: 25 * time.Second,
+			// One image at preprocess.max_bytes (32 MiB) plus multipart framing and
+			// metadata; batches larger than this should be split by the client.
+			MaxBodyBytes:     48 << 20,
+			MaxFiles:         64,
+			MaxMetadataBytes: 16 << 10,
+		},
+		Log: Log{Level: "info", Format: "json"},
+		Search: Search{
+			DefaultK:            10,
+			MaxK:                1000,
+			NumCandidatesFactor: 10,
+			MaxNumCandidates:    10000,
+			MaxTextBytes:        4096,
+			MaxFilterKeys:       16,
+		},
+		Blobs: Blobs{Dir: ".local/blobs"},
+		// 256 waiting uploads of typical 2-5 MB photos is ~1 GB at worst;
+		// more than that is a burst the GPU tier could not absorb anyway.
+		Decode:        Decode{Workers: 0, QueueSize: 256},
+		Preprocess:    preprocess.DefaultConfig(),
+		Triton:        triton.DefaultConfig(),
+		Elasticsearch: esproxy.DefaultConfig(),
+	}
+}
+
+// Validate checks every setting and reports all problems at once.
+func (c *Config) Validate() error {
+	var errs []error
+	errs = append(errs, prefixErrors("server", c.Server.validate())...)
+	errs = append(errs, prefixErrors("log", c.Log.validate())...)
+	errs = append(errs, prefixErrors("auth", c.Auth.validate())...)
+	errs = append(errs, prefixErrors("search", c.Search.validate())...)
+	errs = append(errs, prefixErrors("text", c.Text.validate())...)
+	errs = append(errs, prefixErrors("decode", c.Decode.validate())...)
+	errs = append(errs, prefixErrors("preprocess", c.Preprocess.Validate())...)
+	errs = append(errs, prefixErrors("triton", c.Triton.Validate())...)
+	errs = append(errs, prefixErrors("elasticsearch", c.Elasticsearch.Validate())...)
+	if c.Preprocess.MaxBytes > c.Server.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("preprocess.max_bytes: %d is larger than server.max_body_bytes %d, so the image limit could never be reached", c.Preprocess.MaxBytes, c.Server.MaxBodyBytes))
+	}
+	return errors.Join(errs...)
+}
+
+func positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s: must be > 0, got %s", name, d)
+	}
+	return nil
+}
+
+func (s Server) validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: want host:port such as :8080, got %q", s.Listen))
+	}
+	for name, d := range map[string]time.Duration{
+		"read_header_timeout": s.ReadHeaderTimeout, "read_timeout": s.ReadTimeout,
+		"write_timeout": s.WriteTimeout, "idle_timeout": s.IdleTimeout,
+		"request_timeout": s.RequestTimeout, "shutdown_timeout": s.ShutdownTimeout,
+	} {
+		errs = append(errs, positive(name, d))
+	}
+	if s.MaxBodyBytes < 1<<10 {
+		errs = append(errs, fmt.Errorf("max_body_bytes: must be at least 1024, got %d", s.MaxBodyBytes))
+	}
+	if s.MaxFiles < 1 || s.MaxFiles > 1000 {
+		errs = append(errs, fmt.Errorf("max_files: must be 1..1000, got %d", s.MaxFiles))
+	}
+	if s.MaxMetadataBytes < 2 {
+		errs = append(errs, fmt.Errorf("max_metadata_bytes: must be at least 2, got %d", s.MaxMetadataBytes))
+	}
+	return sortedJoin(errs)
+}
+
+func (l Log) validate() error {
+	var errs []error
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("level: want debug, info, warn or error, got %q", l.Level))
+	}
+	if l.Format != "json" && l.Format != "console" {
+		errs = append(errs, fmt.Errorf("format: want json or console, got %q", l.Format))
+	}
+	return errors.Join(errs...)
+}
+
+func (a Auth) validate() error {
+	var errs []error
+	for i, k := range a.APIKeys {
+		if len(k) < 16 {
+			errs = append(errs, fmt.Errorf("api_keys[%d]: keys must be at least 16 characters, got %d", i, len(k)))
+		}
+		if strings.TrimSpace(k) != k {
+			errs = append(errs, fmt.Errorf("api_keys[%d]: has leading or trailing whitespace", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s Search) validate() error {
+	var errs []error
+	if s.MaxK < 1 || s.MaxK > 10000 {
+		errs = append(errs, fmt.Errorf("max_k: must be 1..10000, got %d", s.MaxK))
+	}
+	if s.DefaultK < 1 || s.DefaultK > s.MaxK {
+		errs = append(errs, fmt.Errorf("default_k: must be 1..max_k (%d), got %d", s.MaxK, s.DefaultK))
+	}
+	if s.NumCandidatesFactor < 1 {
+		errs = append(errs, fmt.Errorf("num_candidates_factor: must be >= 1, got %d", s.NumCandidatesFactor))
+	}
+	if s.MaxNumCandidates < s.MaxK || s.MaxNumCandidates > 10000 {
+		errs = append(errs, fmt.Errorf("max_num_candidates: must be max_k..10000, got %d", s.MaxNumCandidates))
+	}
+	if s.MaxTextBytes < 1 {
+		errs = append(errs, fmt.Errorf("max_text_bytes: must be >= 1, got %d", s.MaxTextBytes))
+	}
+	if s.MaxFilterKeys < 0 {
+		errs = append(errs, fmt.Errorf("max_filter_keys: must be >= 0, got %d", s.MaxFilterKeys))
+	}
+	return errors.Join(errs...)
+}
+
+func (d Decode) validate() error {
+	var errs []error
+	if d.Workers < 0 || d.Workers > 1024 {
+		errs = append(errs, fmt.Errorf("workers: must be 0 (one per CPU) .. 1024, got %d", d.Workers))
+	}
+	if d.QueueSize < 0 {
+		errs = append(errs, fmt.Errorf("queue_size: must be >= 0, got %d", d.QueueSize))
+	}
+	return errors.Join(errs...)
+}
+
+func (t Text) validate() error {
+	if t.TokenizerPath != "" && !strings.HasSuffix(t.TokenizerPath, ".json") {
+		return fmt.Errorf("tokenizer_path: want a HuggingFace tokenizer.json file, got %q", t.TokenizerPath)
+	}
+	return nil
+}
+
+// sortedJoin joins errors, dropping nils, in a stable order (map iteration above is random).
+func sortedJoin(errs []error) error {
+	var kept []error
+	for _, e := range errs {
+		if e != nil {
+			kept = append(kept, e)
+		}
+	}
+	for i := 1; i < len(kept); i++ {
+		for j := i; j > 0 && kept[j].Error() < kept[j-1].Error(); j-- {
+			kept[j], kept[j-1] = kept[j-1], kept[j]
+		}
+	}
+	return errors.Join(kept...)
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the system packages the local stack, the build and the tests need,
+# only those missing, so a warm run takes a fraction of a second.
+#   - curl, ca-certificates, unzip: fetch and unpack Elasticsearch
+#   - openjdk-17-jre-headless: Elasticsearch 8.19 runs on Java 17 here
+#   - protobuf-compiler: regenerating / drift-checking the Triton stubs
+#   - libturbojpeg0-dev, pkg-config, gcc: the cgo libjpeg-turbo decoder (preprocess)
+#   - iproute2: ss, used by the stack scripts to check ports
+# Python (pyenv 3.11 with libpython3.11.so) and Go come with the machine image.
+set -euo pipefail
+
+PACKAGES=(curl ca-certificates unzip openjdk-17-jre-headless protobuf-compiler
+  libturbojpeg0-dev pkg-config gcc iproute2 procps)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "deps: missing Debian packages: ${missing[*]}" >&2
+  echo "deps: install them with: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
