@@ -67,3 +67,43 @@ docs: ## regenerate docs/configuration.md and config/fielddocs_gen.go
 .PHONY: clean
 clean: ## remove build outputs (not the local stack's state: see `make down`)
 	rm -rf bin
+
+# --- fixtures and models (Python; not part of `make test`) -------------------
+PY311   := /root/.pyenv/versions/3.11.7/bin/python
+FIXPY   := .local/venv-fixtures/bin/python
+
+.PHONY: fixtures-venv
+fixtures-venv:
+	@test -x $(FIXPY) || $${PYTHON:-$(PY311)} -m venv .local/venv-fixtures
+	@.local/venv-fixtures/bin/pip install -q -r model_repository/testdata/requirements.txt
+
+.PHONY: fixtures
+fixtures: fixtures-venv ## regenerate model_repository/testdata from the tiny models (~20 s)
+	$(FIXPY) model_repository/testdata/generate.py
+
+.PHONY: fixtures-check
+fixtures-check: fixtures-venv ## verify the committed fixtures are current and reproducible
+	$(FIXPY) model_repository/testdata/generate.py --check
+
+.PHONY: tokenizer-tables
+tokenizer-tables: fixtures-venv ## regenerate tokenizer/tables.go from the tokenizers library
+	$(FIXPY) tokenizer/gen_tables.py
+
+EXPORTPY := .local/venv-export/bin/python
+
+.PHONY: export-venv
+export-venv:
+	@test -x $(EXPORTPY) || $${PYTHON:-$(PY311)} -m venv .local/venv-export
+	@.local/venv-export/bin/pip install -q -r model_repository/export/requirements.txt
+
+.PHONY: export-models
+export-models: export-venv ## export the REAL CLIP models into model_repository/ (needs the Hugging Face hub)
+	PYTHONPATH=model_repository/export $(EXPORTPY) -m tusou_export export
+
+.PHONY: models-tiny
+models-tiny: export-venv ## regenerate the tiny test models and tokenizer (deterministic)
+	PYTHONPATH=model_repository/export $(EXPORTPY) -m tusou_export tiny
+
+.PHONY: export-test
+export-test: export-venv ## export tooling tests incl. a full-size random-init ViT-B/32 + multilingual DistilBERT export (~4 min, ~6 GB venv)
+	cd model_repository/export && ../../$(EXPORTPY) -m pytest -q tests
