@@ -1,0 +1,190 @@
+// Package esproxy is the gateway's Elasticsearch layer: it owns the index
+// (mapping, provenance, alias), writes documents with their CLIP vectors and
+// runs kNN searches. Every failure comes back as an *apierr.Error.
+//
+// It uses go-elasticsearch's esapi with hand-written request bodies and small
+// response structs rather than the typed API: the hot paths (bulk, kNN) are
+// one pass of appends into a pre-sized buffer with exact, compact float32
+// formatting (the typed API marshals vectors through reflection), and
+// responses are trimmed with filter_path and decoded into the few fields we
+// read instead of the typed API's full response structs.
+package esproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/elastic/go-elasticsearch/v8/esapi"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/tusou/tusou/apierr"
+)
+
+// Client is the Elasticsearch layer of the native API. It is safe for
+// concurrent use. Call EnsureIndex once at start-up before writing.
+type Client struct {
+	cfg     Config
+	es      *elasticsearch.Client
+	log     *zap.Logger
+	metrics *metrics
+	// prov is the provenance EnsureIndex accepted; writes stamp it on every
+	// document and refuse to run without it.
+	prov atomic.Pointer[Provenance]
+	// excludes is the _source filter that keeps vectors out of every answer.
+	excludes []string
+}
+
+// New builds a client from a validated config. It does not contact
+// Elasticsearch (the gateway may start before it); use Ready/EnsureIndex.
+// reg may be nil to skip metrics.
+func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	esCfg := elasticsearch.Config{
+		Addresses:  cfg.Addresses,
+		Username:   cfg.Username,
+		Password:   cfg.Password,
+		APIKey:     cfg.APIKey,
+		MaxRetries: cfg.MaxRetries,
+		// Retry only when the request context is still alive: retrying a
+		// canceled request just burns the backoff.
+		RetryOnError: func(req *http.Request, err error) bool { return req.Context().Err() == nil },
+		RetryBackoff: func(attempt int) time.Duration {
+			return time.Duration(math.Min(float64(50*time.Millisecond)*math.Pow(2, float64(attempt-1)), float64(2*time.Second)))
+		},
+		DisableRetry: cfg.MaxRetries == 0,
+	}
+	// Pool connections per node: bulk and kNN run many requests in parallel
+	// and net/http's default of 2 idle connections per host churns.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CACert != "" {
+		pem, err := os.ReadFile(cfg.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("ca_cert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_cert: no PEM certificate in %s", cfg.CACert)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	esCfg.Transport = tr
+	es, err := elasticsearch.NewClient(esCfg)
+	if err != nil {
+		return nil, fmt.Errorf("esproxy: %w", err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, es: es, log: log, metrics: m, excludes: []string{cfg.VectorField}}, nil
+}
+
+// Close releases idle connections. In-flight calls may still finish.
+func (c *Client) Close(ctx context.Context) error {
+	err := c.es.Close(ctx)
+	if errors.Is(err, elasticsearch.ErrAlreadyClosed) {
+		return nil
+	}
+	return err
+}
+
+// Alias returns the alias the client reads and writes.
+func (c *Client) Alias() string { return c.cfg.Index }
+
+// opContext applies the request timeout unless the caller's deadline is sooner.
+func (c *Client) opContext(ctx context.Context, limit time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= limit {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, limit)
+}
+
+// perform sends req and returns a 2xx response (body open: the caller
+// closes it) or a classified error. ok lists extra statuses the caller wants
+// to see itself (404 on Get, 409 on create).
+func (c *Client) perform(ctx context.Context, op string, req esapi.Request, ok ...int) (*esapi.Response, error) {
+	res, err := req.Do(ctx, c.es)
+	if err != nil {
+		return nil, transportError(ctx, op, err)
+	}
+	if res.StatusCode >= 200 && res.StatusCode < 300 {
+		return res, nil
+	}
+	for _, s := range ok {
+		if res.StatusCode == s {
+			return res, nil
+		}
+	}
+	defer res.Body.Close()
+	return nil, statusError(op, res.StatusCode, res.Header, readBody(res.Body, 64<<10))
+}
+
+// checkProvenance returns the provenance EnsureIndex accepted.
+func (c *Client) checkProvenance() (*Provenance, error) {
+	p := c.prov.Load()
+	if p == nil {
+		return nil, apierr.New(apierr.Internal, CodeNotInitialised, "esproxy: EnsureIndex must succeed before writes")
+	}
+	return p, nil
+}
+
+// metrics are the esproxy Prometheus series.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	items    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tusou_es_requests_total",
+			Help: "Elasticsearch calls by operation and outcome (ok or the apierr kind).",
+		}, []string{"op", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tusou_es_request_duration_seconds",
+			Help: "Elasticsearch call latency by operation, retries included.",
+			// 1ms .. ~16s: kNN is milliseconds, a wait_for bulk up to a refresh interval and more.
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}, []string{"op"}),
+		items: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tusou_es_bulk_items_total",
+			Help: "Bulk items by result: created, exists or error.",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		for _, col := range []prometheus.Collector{m.requests, m.duration, m.items} {
+			if err := reg.Register(col); err != nil {
+				return nil, fmt.Errorf("esproxy: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// observe records one call; use as `defer c.observe(op, time.Now(), &err)`.
+func (c *Client) observe(op string, start time.Time, errp *error) {
+	outcome := "ok"
+	if *errp != nil {
+		outcome = apierr.KindOf(*errp).String()
+	}
+	c.metrics.requests.WithLabelValues(op, outcome).Inc()
+	c.metrics.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
