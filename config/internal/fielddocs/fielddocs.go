@@ -6,6 +6,7 @@ package fielddocs
 import (
 	"fmt"
 	"go/ast"
+	"go/format"
 	"go/parser"
 	"go/token"
 	"os"
@@ -63,6 +64,9 @@ func Extract(dirs map[string]string) (map[string]string, error) {
 						continue
 					}
 					for _, name := range field.Names {
+						if !name.IsExported() {
+							continue
+						}
 						out[importPath+"."+ts.Name.Name+"."+name.Name] = doc
 					}
 				}
@@ -89,7 +93,11 @@ func Render(docs map[string]string) []byte {
 		fmt.Fprintf(&b, "\t%q: %q,\n", k, docs[k])
 	}
 	b.WriteString("}\n")
-	return []byte(b.String())
+	out, err := format.Source([]byte(b.String()))
+	if err != nil {
+		panic(err) // the input above is always valid Go
+	}
+	return out
 }
 
 // Sources are the packages whose Config structs the root config composes,
