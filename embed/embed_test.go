@@ -1,0 +1,126 @@
+package embed
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/preprocess"
+)
+
+func TestNormalize(t *testing.T) {
+	v := []float32{3, 4}
+	if err := Normalize(v); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(float64(v[0])-0.6) > 1e-7 || math.Abs(float64(v[1])-0.8) > 1e-7 {
+		t.Fatalf("got %v", v)
+	}
+	for _, bad := range [][]float32{{0, 0}, {float32(math.NaN()), 1}, {float32(math.Inf(1)), 0}} {
+		if err := Normalize(bad); apierr.KindOf(err) != apierr.BadGateway {
+			t.Errorf("%v: want BadGateway, got %v", bad, err)
+		}
+	}
+}
+
+func TestLimiterBoundsConcurrencyAndQueue(t *testing.T) {
+	refused := atomic.Int64{}
+	l := NewLimiter(2, 3, func() { refused.Add(1) })
+	release := make(chan struct{})
+	var running, peak atomic.Int64
+	var wg sync.WaitGroup
+	results := make(chan error, 10)
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results <- l.Do(context.Background(), func() error {
+				n := running.Add(1)
+				for {
+					p := peak.Load()
+					if n <= p || peak.CompareAndSwap(p, n) {
+						break
+					}
+				}
+				<-release
+				running.Add(-1)
+				return nil
+			})
+		}()
+	}
+	// 2 run, 3 wait, 5 are refused at once.
+	for refused.Load() < 5 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(results)
+	ok, overloaded := 0, 0
+	for err := range results {
+		switch {
+		case err == nil:
+			ok++
+		case apierr.KindOf(err) == apierr.Overloaded && apierr.As(err).RetryAfter > 0:
+			overloaded++
+		default:
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	if ok != 5 || overloaded != 5 || peak.Load() > 2 {
+		t.Fatalf("ok=%d overloaded=%d peak=%d, want 5, 5, <=2", ok, overloaded, peak.Load())
+	}
+}
+
+func TestLimiterHonoursContext(t *testing.T) {
+	l := NewLimiter(1, 1, nil)
+	hold := make(chan struct{})
+	go l.Do(context.Background(), func() error { <-hold; return nil })
+	time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := l.Do(ctx, func() error { t.Error("must not run"); return nil })
+	close(hold)
+	if apierr.KindOf(err) != apierr.Timeout {
+		t.Fatalf("want Timeout, got %v", err)
+	}
+}
+
+type fakePre struct{ err error }
+
+func (f fakePre) Preprocess(_ context.Context, data []byte, dst []float32) (preprocess.Info, error) {
+	if f.err != nil {
+		return preprocess.Info{}, f.err
+	}
+	for i := range dst {
+		dst[i] = float32(len(data))
+	}
+	return preprocess.Info{Format: "png", Width: 1, Height: 1}, nil
+}
+
+type fakeModel struct{ got []float32 }
+
+func (f *fakeModel) Embed(_ context.Context, pixels []float32) ([]float32, error) {
+	f.got = append([]float32(nil), pixels...)
+	return []float32{0, 2}, nil
+}
+
+func TestImagesEmbed(t *testing.T) {
+	m := &fakeModel{}
+	e := NewImages(fakePre{}, m, 4, NewLimiter(1, 1, nil))
+	vec, info, err := e.Embed(context.Background(), []byte("abc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Format != "png" || len(m.got) != 4 || m.got[0] != 3 || vec[1] != 1 {
+		t.Fatalf("vec=%v info=%+v model got %v", vec, info, m.got)
+	}
+	bad := apierr.New(apierr.Unprocessable, "image_corrupt", "x")
+	if _, _, err := NewImages(fakePre{err: bad}, m, 4, NewLimiter(1, 1, nil)).Embed(context.Background(), nil); !errors.Is(err, bad) {
+		t.Fatalf("preprocess error not returned: %v", err)
+	}
+}
