@@ -6,6 +6,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -126,12 +127,19 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 		return nil, err
 	}
 
+	a.images = triton.NewImageEncoder(tc)
+	a.texts = triton.NewTextEncoder(tc)
+	fingerprint, err := modelFingerprint(ctx, a.images)
+	if err != nil {
+		return nil, fmt.Errorf("triton: embedding the provenance probe: %w", err)
+	}
+
 	es, err := esproxy.New(cfg.Elasticsearch, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch: %w", err)
 	}
 	a.es = es
-	prov := esproxy.Provenance{Model: cfg.Triton.Image.Name, Version: modelVersion, Dims: cfg.Triton.Image.Dims}
+	prov := esproxy.Provenance{Model: cfg.Triton.Image.Name, Version: modelVersion, Dims: cfg.Triton.Image.Dims, Fingerprint: fingerprint}
 	info, err := ensureIndex(ctx, es, prov, log)
 	if err != nil {
 		return nil, err
@@ -148,8 +156,6 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 		blobs = d
 	}
 
-	a.images = triton.NewImageEncoder(tc)
-	a.texts = triton.NewTextEncoder(tc)
 	refusals := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tusou_preprocess_refusals_total",
 		Help: "Images refused because every decode worker was busy and the wait queue was full.",
@@ -286,6 +292,29 @@ func servedVersion(ctx context.Context, tc *triton.Client, m triton.ModelConfig)
 		return a < b
 	})
 	return vs[len(vs)-1], nil
+}
+
+// modelFingerprint embeds a fixed synthetic probe tensor. Stored with the
+// index, it tells apart two models that share a name and version (the tiny
+// test model and the real export are both clip_image version 1).
+func modelFingerprint(ctx context.Context, enc *triton.ImageEncoder) ([]float32, error) {
+	probe := make([]float32, enc.TensorLen())
+	for i := range probe {
+		// A smooth, deterministic pattern in CLIP's normalised input range.
+		probe[i] = float32(1.5 * math.Sin(float64(i)*0.0007) * math.Cos(float64(i%224)*0.05))
+	}
+	vec, err := enc.Embed(ctx, probe)
+	if err != nil {
+		return nil, err
+	}
+	if err := embed.Normalize(vec); err != nil {
+		return nil, err
+	}
+	// Four decimals are plenty to tell models apart and keep _meta small.
+	for i, v := range vec {
+		vec[i] = float32(math.Round(float64(v)*1e4) / 1e4)
+	}
+	return vec, nil
 }
 
 // resolveTokenizer picks the configured tokenizer, else the exported real

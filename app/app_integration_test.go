@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tusou/tusou/config"
+	"github.com/tusou/tusou/esproxy"
 	"github.com/tusou/tusou/internal/testutil"
 )
 
@@ -447,4 +448,36 @@ func batchStats(t *testing.T, s *stack) histStats {
 		}
 	}
 	return histStats{}
+}
+
+// TestRefusesIndexOfAnotherModel: an index built by a different model with
+// the same name, version and dims (its fingerprint differs) is refused at
+// start-up, so vectors of two models never mix.
+func TestRefusesIndexOfAnotherModel(t *testing.T) {
+	var b [4]byte
+	rand.Read(b[:])
+	alias := "tusou-it-fp-" + hex.EncodeToString(b[:])
+	defer deleteAlias(t, alias)
+	cfg := config.Default()
+	cfg.Elasticsearch.Index = alias
+	es, err := esproxy.New(cfg.Elasticsearch, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := make([]float32, 512)
+	for i := range other {
+		other[i] = float32(i%5) - 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := es.EnsureIndex(ctx, esproxy.Provenance{Model: "clip_image", Version: "1", Dims: 512, Fingerprint: other}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Blobs.Dir = t.TempDir()
+	cfg.Text.TokenizerPath = resolveIn(testutil.Root(), "")
+	_, err = Build(ctx, cfg, zap.NewNop(), "test")
+	if err == nil || !strings.Contains(err.Error(), "fingerprint") {
+		t.Fatalf("want a refusal naming the fingerprint, got %v", err)
+	}
+	t.Logf("refused as expected: %v", err)
 }

@@ -51,6 +51,7 @@ var fieldDocs = map[string]string{
 	"github.com/tusou/tusou/esproxy.KNNQuery.Similarity":                "Similarity, when set, drops hits whose raw similarity (the cosine, -1..1, not the score) is below it.",
 	"github.com/tusou/tusou/esproxy.KNNQuery.Vector":                    "Vector is the L2-normalised query embedding.",
 	"github.com/tusou/tusou/esproxy.Provenance.Dims":                    "Dims is the embedding width.",
+	"github.com/tusou/tusou/esproxy.Provenance.Fingerprint":             "Fingerprint is the model's unit embedding of a fixed probe input. Names and versions can collide (the tiny test model and the real export are both \"clip_image\" version 1); the fingerprint cannot, so an index is refused when it was built by a model whose fingerprint differs (cosine below FingerprintMinCosine). Optional: nil skips the check.",
 	"github.com/tusou/tusou/esproxy.Provenance.Model":                   "Model is the embedding model's name, e.g. \"clip_image\".",
 	"github.com/tusou/tusou/esproxy.Provenance.Version":                 "Version is the model version (Triton's version or an export hash).",
 	"github.com/tusou/tusou/preprocess.Config.Background":               "Background is the colour transparent pixels are composited over, as \"white\" (the CLIP reference: transformers' convert_to_rgb), \"black\", or \"#rrggbb\".",

@@ -19,6 +19,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -210,7 +211,7 @@ func TestIntegrationEnsureIndex(t *testing.T) {
 	_ = json.NewDecoder(res.Body).Decode(&mapping)
 	_ = res.Body.Close()
 	m := mapping[first.WriteIndex].Mappings
-	if m.Dynamic != "strict" || m.Meta[metaKey] != itProv || m.Properties["metadata"]["type"] != "flattened" ||
+	if m.Dynamic != "strict" || !reflect.DeepEqual(m.Meta[metaKey], itProv) || m.Properties["metadata"]["type"] != "flattened" ||
 		m.Properties[cfg.VectorField]["similarity"] != cfg.Similarity ||
 		m.Properties[cfg.VectorField]["index_options"].(map[string]any)["type"] != cfg.IndexOptions.Type {
 		t.Fatalf("mapping: %+v", m)

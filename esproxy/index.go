@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +29,40 @@ type Provenance struct {
 	Version string `json:"model_version"`
 	// Dims is the embedding width.
 	Dims int `json:"dims"`
+	// Fingerprint is the model's unit embedding of a fixed probe input. Names
+	// and versions can collide (the tiny test model and the real export are
+	// both "clip_image" version 1); the fingerprint cannot, so an index is
+	// refused when it was built by a model whose fingerprint differs (cosine
+	// below FingerprintMinCosine). Optional: nil skips the check.
+	Fingerprint []float32 `json:"fingerprint,omitempty"`
+}
+
+// FingerprintMinCosine is how close two fingerprints must be to count as the
+// same model. The same weights on another device or precision (GPU fp16 vs
+// CPU fp32) agree to better than 0.999; different weights, even of the same
+// architecture, land far below.
+const FingerprintMinCosine = 0.99
+
+// sameModel reports whether got and want describe the same model, and why not.
+func sameModel(got, want Provenance) (bool, string) {
+	if got.Model != want.Model || got.Version != want.Version || got.Dims != want.Dims {
+		return false, fmt.Sprintf("holds vectors of %s, expected %s", got, want)
+	}
+	if len(got.Fingerprint) == 0 || len(want.Fingerprint) == 0 {
+		return true, ""
+	}
+	if len(got.Fingerprint) != len(want.Fingerprint) {
+		return false, fmt.Sprintf("has a %d-d model fingerprint, expected %d-d", len(got.Fingerprint), len(want.Fingerprint))
+	}
+	var dot, na, nb float64
+	for i := range got.Fingerprint {
+		a, b := float64(got.Fingerprint[i]), float64(want.Fingerprint[i])
+		dot, na, nb = dot+a*b, na+a*a, nb+b*b
+	}
+	if cos := dot / math.Sqrt(na*nb); !(cos >= FingerprintMinCosine) {
+		return false, fmt.Sprintf("was built by another model with the same name and version (fingerprint cosine %.4f < %.2f): different weights", cos, FingerprintMinCosine)
+	}
+	return true, ""
 }
 
 func (p Provenance) String() string {
@@ -118,6 +153,7 @@ func (c *Client) indexBody(p Provenance) ([]byte, error) {
 			"model":          p.Model,
 			"model_version":  p.Version,
 			"dims":           p.Dims,
+			"fingerprint":    p.Fingerprint,
 		}},
 		"properties": map[string]any{
 			c.cfg.VectorField: map[string]any{
@@ -313,8 +349,8 @@ func (c *Client) checkExisting(indices map[string]existingIndex, p Provenance) (
 		case vf.Dims != p.Dims:
 			problems = append(problems, fmt.Sprintf("index %q field %q has %d dims, expected %d", name, c.cfg.VectorField, vf.Dims, p.Dims))
 		}
-		if got != p {
-			problems = append(problems, fmt.Sprintf("index %q holds vectors of %s, expected %s", name, got, p))
+		if ok, why := sameModel(got, p); !ok {
+			problems = append(problems, fmt.Sprintf("index %q %s", name, why))
 		}
 		if vf.Similarity != "" && vf.Similarity != c.cfg.Similarity {
 			c.log.Warn("existing index uses another similarity than configured; the index wins",
