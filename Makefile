@@ -37,11 +37,11 @@ run: up build ## start the stack, then the gateway in the foreground on :8080
 	bin/tusou serve --set log.format=console
 
 .PHONY: test
-test: deps up ## everything CI runs: checks, unit tests, integration tests on the real stack
+test: deps up build ## everything CI runs: checks, unit tests, integration tests on the real stack
 	$(MAKE) --no-print-directory check
 	@# One run covers both tiers: the integration tag adds the real-stack tests to the unit tests.
-	$(GO) test -tags integration $(ITEST_FLAGS) ./...
-	cd k8s && $(GO) test -count=1 ./...
+	TUSOU_E2E_BIN=$(CURDIR)/bin/tusou $(GO) test -tags integration $(ITEST_FLAGS) ./...
+	cd k8s && $(GO) test -count=1 -timeout 30m ./...
 	@echo "make test: all passed"
 
 .PHONY: check

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,17 +54,59 @@ func NewLogger(cfg config.Log) (*zap.Logger, error) {
 }
 
 // Run starts the gateway and blocks until ctx ends and shutdown finishes.
+// The listener opens first, answering /healthz while the dependencies are
+// awaited (Triton may still be loading models), so an orchestrator's
+// liveness probe does not kill a gateway that is only waiting; everything
+// else answers 503 "starting" until the gateway is built.
 func Run(ctx context.Context, cfg *config.Config, version string) error {
 	log, err := NewLogger(cfg.Log)
 	if err != nil {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("server.listen: %w", err)
+	}
+	var h swapHandler
+	h.Store(startingHandler{})
+	srv := newServer(cfg.Server, &h, log)
+	errc := make(chan error, 1)
+	go func() {
+		log.Info("listening", zap.String("addr", ln.Addr().String()))
+		errc <- srv.Serve(ln)
+	}()
 	a, err := Build(ctx, cfg, log, version)
 	if err != nil {
+		srv.Close()
+		<-errc
 		return err
 	}
-	return a.Serve(ctx)
+	h.Store(a.Handler)
+	log.Info("ready")
+	return a.waitAndShutdown(ctx, srv, errc)
+}
+
+// swapHandler lets Run replace the start-up handler with the gateway.
+type swapHandler struct{ p atomic.Pointer[http.Handler] }
+
+func (s *swapHandler) Store(h http.Handler) { s.p.Store(&h) }
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.p.Load()).ServeHTTP(w, r)
+}
+
+// startingHandler answers while the gateway waits for its dependencies.
+type startingHandler struct{}
+
+func (startingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if r.URL.Path == "/healthz" {
+		w.Write([]byte(`{"status":"ok"}`))
+		return
+	}
+	w.Header().Set("Retry-After", "5")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	w.Write([]byte(`{"error":{"code":"starting","message":"the gateway is starting: waiting for Triton and Elasticsearch"}}`))
 }
 
 // App is a built gateway: every component constructed and checked.
@@ -184,41 +227,40 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 	return a, nil
 }
 
-// Serve listens on server.listen until ctx ends, then shuts down gracefully.
-func (a *App) Serve(ctx context.Context) error {
-	ln, err := net.Listen("tcp", a.cfg.Server.Listen)
-	if err != nil {
-		a.close(context.Background())
-		return fmt.Errorf("server.listen: %w", err)
-	}
-	return a.ServeListener(ctx, ln)
+// ServeListener serves the built gateway on ln until ctx ends, then shuts
+// down gracefully (tests use it with a :0 listener).
+func (a *App) ServeListener(ctx context.Context, ln net.Listener) error {
+	srv := newServer(a.cfg.Server, a.Handler, a.log)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	return a.waitAndShutdown(ctx, srv, errc)
 }
 
-// ServeListener is Serve on an existing listener (tests use :0).
-func (a *App) ServeListener(ctx context.Context, ln net.Listener) error {
-	s := a.cfg.Server
-	srv := &http.Server{
-		Handler:           a.Handler,
+func newServer(s config.Server, h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: s.ReadHeaderTimeout,
 		ReadTimeout:       s.ReadTimeout,
 		WriteTimeout:      s.WriteTimeout,
 		IdleTimeout:       s.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          zap.NewStdLog(a.log.Named("http")),
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
-	errc := make(chan error, 1)
-	go func() {
-		a.log.Info("listening", zap.String("addr", ln.Addr().String()))
-		errc <- srv.Serve(ln)
-	}()
+}
+
+// waitAndShutdown waits for ctx to end (or the server to fail), then stops
+// accepting, drains in-flight requests, drains the batchers and closes the
+// clients, all within server.shutdown_timeout.
+func (a *App) waitAndShutdown(ctx context.Context, srv *http.Server, errc chan error) error {
 	select {
 	case err := <-errc:
 		a.close(context.Background())
 		return err
 	case <-ctx.Done():
 	}
-	a.log.Info("shutting down: draining in-flight requests", zap.Duration("timeout", s.ShutdownTimeout))
-	sctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout)
+	timeout := a.cfg.Server.ShutdownTimeout
+	a.log.Info("shutting down: draining in-flight requests", zap.Duration("timeout", timeout))
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	<-errc // Serve has returned http.ErrServerClosed

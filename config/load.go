@@ -190,7 +190,7 @@ func applyEnv(cfg *Config, environ []string) error {
 
 // ignoredEnv lists TUSOU_* variables that are not settings (used by scripts).
 var ignoredEnv = map[string]struct{}{
-	"TUSOU_CONFIG": {}, "TUSOU_INTEGRATION": {}, "TUSOU_MODEL_REPOSITORY": {}, "TUSOU_TRITON_WAIT": {}, "TUSOU_ES_URL": {},
+	"TUSOU_CONFIG": {}, "TUSOU_INTEGRATION": {}, "TUSOU_MODEL_REPOSITORY": {}, "TUSOU_TRITON_WAIT": {}, "TUSOU_ES_URL": {}, "TUSOU_E2E_BIN": {},
 }
 
 // Set sets the setting at a dotted yaml path from its string form.

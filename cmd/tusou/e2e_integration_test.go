@@ -38,11 +38,15 @@ type gateway struct {
 func startBinary(t *testing.T) *gateway {
 	t.Helper()
 	root := testutil.Root()
-	bin := filepath.Join(t.TempDir(), "tusou")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	// make test passes the binary it built (same flags as the release build).
+	bin := os.Getenv("TUSOU_E2E_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "tusou")
+		build := exec.Command("go", "build", "-o", bin, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
