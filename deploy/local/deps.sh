@@ -4,13 +4,13 @@
 #   - curl, ca-certificates, unzip: fetch and unpack Elasticsearch
 #   - openjdk-17-jre-headless: Elasticsearch 8.19 runs on Java 17 here
 #   - protobuf-compiler: regenerating / drift-checking the Triton stubs
-#   - libturbojpeg0-dev, pkg-config, gcc: the cgo libjpeg-turbo decoder (preprocess)
+#   - libturbojpeg0-dev, libpng-dev, pkg-config, gcc: the cgo libjpeg-turbo and libpng decoders (preprocess)
 #   - iproute2: ss, used by the stack scripts to check ports
 # Python (pyenv 3.11 with libpython3.11.so) and Go come with the machine image.
 set -euo pipefail
 
 PACKAGES=(curl ca-certificates unzip openjdk-17-jre-headless protobuf-compiler
-  libturbojpeg0-dev pkg-config gcc iproute2 procps)
+  libturbojpeg0-dev libpng-dev pkg-config gcc iproute2 procps)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
