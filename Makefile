@@ -49,7 +49,13 @@ check: ## static checks: gofmt, go vet, generated code and docs in sync
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
+	CGO_ENABLED=0 $(GO) vet ./preprocess/   # the pure-Go fallback keeps building
 	scripts/check-proto-drift.sh
+
+.PHONY: bench
+bench: deps up ## benchmarks (slow, not in CI): preprocessing vs Pillow on real 1-12 MP photos; gateway overhead per search
+	preprocess/bench/run.sh
+	$(GO) test -run '^$$' -bench Overhead -benchtime 3s ./app/
 
 .PHONY: test-unit
 test-unit: ## unit tests only (no stack needed)
