@@ -103,12 +103,11 @@ func Default() *Config {
 		},
 		Log: Log{Level: "info", Format: "json"},
 		Search: Search{
-			DefaultK:            10,
-			MaxK:                1000,
-			NumCandidatesFactor: 10,
-			MaxNumCandidates:    10000,
-			MaxTextBytes:        4096,
-			MaxFilterKeys:       16,
+			DefaultK:         10,
+			MaxK:             1000,
+			MaxNumCandidates: 10000,
+			MaxTextBytes:     4096,
+			MaxFilterKeys:    16,
 		},
 		Blobs: Blobs{Dir: ".local/blobs"},
 		// 256 waiting uploads of typical 2-5 MB photos is ~1 GB at worst;
@@ -202,9 +201,6 @@ func (s Search) validate() error {
 	}
 	if s.DefaultK < 1 || s.DefaultK > s.MaxK {
 		errs = append(errs, fmt.Errorf("default_k: must be 1..max_k (%d), got %d", s.MaxK, s.DefaultK))
-	}
-	if s.NumCandidatesFactor < 1 {
-		errs = append(errs, fmt.Errorf("num_candidates_factor: must be >= 1, got %d", s.NumCandidatesFactor))
 	}
 	if s.MaxNumCandidates < s.MaxK || s.MaxNumCandidates > 10000 {
 		errs = append(errs, fmt.Errorf("max_num_candidates: must be max_k..10000, got %d", s.MaxNumCandidates))

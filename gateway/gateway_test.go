@@ -187,10 +187,10 @@ func TestTextSearchDefaultsAndLimits(t *testing.T) {
 		t.Fatalf("text not passed through: %q", svc.texts[0])
 	}
 	q := svc.queries
-	if q[0].K != 10 || q[0].NumCandidates != 100 {
+	if q[0].K != 10 || q[0].NumCandidates != 0 {
 		t.Fatalf("defaults: got k=%d nc=%d", q[0].K, q[0].NumCandidates)
 	}
-	if q[1].K != 1000 || q[1].NumCandidates != 10000 || len(q[1].Filter) != 2 {
+	if q[1].K != 1000 || q[1].NumCandidates != 0 || len(q[1].Filter) != 2 {
 		t.Fatalf("k=1000: got %+v", q[1])
 	}
 	if q[2].NumCandidates != 5 || q[2].MinScore == nil || *q[2].MinScore != 0.2 {

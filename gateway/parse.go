@@ -141,16 +141,13 @@ func (p *searchParams) query(cfg config.Search) (service.Query, error) {
 	if q.K < 1 || q.K > cfg.MaxK {
 		return q, apierr.New(apierr.InvalidArgument, "invalid_k", "k must be between 1 and %d, got %d", cfg.MaxK, q.K)
 	}
-	q.NumCandidates = min(max(q.K*cfg.NumCandidatesFactor, 100), cfg.MaxNumCandidates)
+	// Unset num_candidates stays 0: esproxy applies elasticsearch.num_candidates_factor.
 	if p.NumCandidates != nil {
 		q.NumCandidates = *p.NumCandidates
 		if q.NumCandidates < q.K || q.NumCandidates > cfg.MaxNumCandidates {
 			return q, apierr.New(apierr.InvalidArgument, "invalid_num_candidates",
 				"num_candidates must be between k (%d) and %d, got %d", q.K, cfg.MaxNumCandidates, q.NumCandidates)
 		}
-	}
-	if q.NumCandidates < q.K {
-		q.NumCandidates = q.K
 	}
 	if p.MinScore != nil && (*p.MinScore < -1 || *p.MinScore > 1 || *p.MinScore != *p.MinScore) {
 		return q, apierr.New(apierr.InvalidArgument, "invalid_min_score", "min_score must be between -1 and 1, got %v", *p.MinScore)
