@@ -37,7 +37,7 @@ run: up build ## start the stack, then the gateway in the foreground on :8080
 	bin/tusou serve --set log.format=console
 
 .PHONY: test
-test: deps up build ## everything CI runs: checks, unit tests, integration tests on the real stack
+test: deps up build sidecar-venv ## everything CI runs: checks, unit tests, integration tests on the real stack
 	$(MAKE) --no-print-directory check
 	@# One run covers both tiers: the integration tag adds the real-stack tests to the unit tests.
 	TUSOU_E2E_BIN=$(CURDIR)/bin/tusou $(GO) test -tags integration $(ITEST_FLAGS) ./...
@@ -56,6 +56,7 @@ check: ## static checks: gofmt, go vet, generated code and docs in sync
 bench: deps up ## benchmarks (slow, not in CI): preprocessing vs Pillow on real 1-12 MP photos; gateway overhead per search
 	preprocess/bench/run.sh
 	$(GO) test -run '^$$' -bench Overhead -benchtime 3s ./app/
+	SIDECAR_BENCH_IMAGES=512 $(GO) test -tags integration -count=1 -run TestBulkThroughputVersusNative -v ./esproxy/sidecar/
 
 .PHONY: test-unit
 test-unit: ## unit tests only (no stack needed)
@@ -113,3 +114,10 @@ models-tiny: export-venv ## regenerate the tiny test models and tokenizer (deter
 .PHONY: export-test
 export-test: export-venv ## export tooling tests incl. a full-size random-init ViT-B/32 + multilingual DistilBERT export (~4 min, ~6 GB venv)
 	cd model_repository/export && ../../$(EXPORTPY) -m pytest -q tests
+
+SIDECARPY := .local/venv-sidecar/bin/python
+
+.PHONY: sidecar-venv
+sidecar-venv: ## venv for the sidecar's Python client tests (elasticsearch-py 8.19; run by the Go integration tests)
+	@test -x $(SIDECARPY) || $${PYTHON:-$(PY311)} -m venv .local/venv-sidecar
+	@.local/venv-sidecar/bin/pip install -q --disable-pip-version-check -r esproxy/sidecar/pytests/requirements.txt

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/tusou/tusou/config"
 	"github.com/tusou/tusou/embed"
 	"github.com/tusou/tusou/esproxy"
+	"github.com/tusou/tusou/esproxy/sidecar"
 	"github.com/tusou/tusou/gateway"
 	"github.com/tusou/tusou/preprocess"
 	"github.com/tusou/tusou/service"
@@ -68,23 +71,28 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	if err != nil {
 		return fmt.Errorf("server.listen: %w", err)
 	}
-	var h swapHandler
-	h.Store(startingHandler{})
-	srv := newServer(cfg.Server, &h, log)
-	errc := make(chan error, 1)
-	go func() {
-		log.Info("listening", zap.String("addr", ln.Addr().String()))
-		errc <- srv.Serve(ln)
-	}()
+	var sln net.Listener
+	if cfg.Sidecar.Enabled {
+		if sln, err = net.Listen("tcp", cfg.Sidecar.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("sidecar.listen: %w", err)
+		}
+	}
+	var api, es swapHandler
+	api.Store(startingHandler{})
+	es.Store(startingHandler{})
+	srvs := startServers(cfg, log, []listener{{ln, &api, "http"}, {sln, &es, "sidecar"}})
 	a, err := Build(ctx, cfg, log, version)
 	if err != nil {
-		srv.Close()
-		<-errc
+		srvs.close()
 		return err
 	}
-	h.Store(a.Handler)
+	api.Store(a.Handler)
+	if a.SidecarHandler != nil {
+		es.Store(a.SidecarHandler)
+	}
 	log.Info("ready")
-	return a.waitAndShutdown(ctx, srv, errc)
+	return a.waitAndShutdown(ctx, srvs)
 }
 
 // swapHandler lets Run replace the start-up handler with the gateway.
@@ -115,10 +123,13 @@ type App struct {
 	log      *zap.Logger
 	Registry *prometheus.Registry
 	Handler  http.Handler
-	triton   *triton.Client
-	images   *triton.ImageEncoder
-	texts    *triton.TextEncoder
-	es       *esproxy.Client
+	// SidecarHandler is the Elasticsearch-compatible API (nil when disabled).
+	SidecarHandler http.Handler
+	sidecar        *sidecar.Sidecar
+	triton         *triton.Client
+	images         *triton.ImageEncoder
+	texts          *triton.TextEncoder
+	es             *esproxy.Client
 }
 
 // Build constructs every component, waits for Triton and Elasticsearch to be
@@ -212,10 +223,19 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 		Name: "tusou_preprocess_waiting",
 		Help: "Images waiting for a decode worker.",
 	}, func() float64 { return float64(limiter.Waiting()) }))
-	svc := service.New(
-		embed.NewImages(pre, a.images, pre.TensorLen(), limiter),
-		embed.NewTexts(tok, a.texts),
-		es, blobs)
+	// The native API and the sidecar share one embedding path (and one
+	// decode pool and batcher), so their vectors are interchangeable.
+	imageEmb := embed.NewImages(pre, a.images, pre.TensorLen(), limiter)
+	textEmb := embed.NewTexts(tok, a.texts)
+	svc := service.New(imageEmb, textEmb, es, blobs)
+	if cfg.Sidecar.Enabled {
+		sc, err := sidecar.New(cfg.Sidecar, cfg.Elasticsearch, imageEmb, textEmb, log.Named("sidecar"), reg)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: %w", err)
+		}
+		a.sidecar = sc
+		a.SidecarHandler = sc
+	}
 	a.Handler = gateway.New(gateway.Deps{
 		Config: cfg, Service: svc, Logger: log, Registry: reg, Gatherer: reg,
 		Checks: []gateway.Check{
@@ -227,45 +247,103 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 	return a, nil
 }
 
-// ServeListener serves the built gateway on ln until ctx ends, then shuts
+// ServeListener serves the built REST API on ln until ctx ends, then shuts
 // down gracefully (tests use it with a :0 listener).
 func (a *App) ServeListener(ctx context.Context, ln net.Listener) error {
-	srv := newServer(a.cfg.Server, a.Handler, a.log)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	return a.waitAndShutdown(ctx, srv, errc)
+	return a.ServeListeners(ctx, ln, nil)
 }
 
-func newServer(s config.Server, h http.Handler, log *zap.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: s.ReadHeaderTimeout,
-		ReadTimeout:       s.ReadTimeout,
-		WriteTimeout:      s.WriteTimeout,
-		IdleTimeout:       s.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
+// ServeListeners serves the REST API on ln and, when sln is not nil, the
+// Elasticsearch-compatible sidecar on sln.
+func (a *App) ServeListeners(ctx context.Context, ln, sln net.Listener) error {
+	ls := []listener{{ln, a.Handler, "http"}}
+	if sln != nil && a.SidecarHandler != nil {
+		ls = append(ls, listener{sln, a.SidecarHandler, "sidecar"})
+	}
+	return a.waitAndShutdown(ctx, startServers(a.cfg, a.log, ls))
+}
+
+type listener struct {
+	ln   net.Listener // nil: not served
+	h    http.Handler
+	name string
+}
+
+// servers are the running HTTP servers and the channel their Serve calls
+// return on.
+type servers struct {
+	list []*http.Server
+	errc chan error
+}
+
+func startServers(cfg *config.Config, log *zap.Logger, ls []listener) *servers {
+	s := &servers{errc: make(chan error, len(ls))}
+	for _, l := range ls {
+		if l.ln == nil {
+			continue
+		}
+		read, write := cfg.Server.ReadTimeout, cfg.Server.WriteTimeout
+		if l.name == "sidecar" {
+			// A 100 MB bulk may take the whole request deadline to arrive; the
+			// write deadline leaves room to send the timeout answer.
+			read, write = cfg.Sidecar.RequestTimeout, cfg.Sidecar.RequestTimeout+5*time.Second
+		}
+		srv := &http.Server{
+			Handler:           l.h,
+			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
+			ReadTimeout:       read,
+			WriteTimeout:      write,
+			IdleTimeout:       cfg.Server.IdleTimeout,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          zap.NewStdLog(log.Named(l.name)),
+		}
+		s.list = append(s.list, srv)
+		log.Info("listening", zap.String("listener", l.name), zap.String("addr", l.ln.Addr().String()))
+		go func() { s.errc <- srv.Serve(l.ln) }()
+	}
+	return s
+}
+
+// close stops the servers at once (start-up failed).
+func (s *servers) close() {
+	for _, srv := range s.list {
+		srv.Close()
+	}
+	for range s.list {
+		<-s.errc
 	}
 }
 
-// waitAndShutdown waits for ctx to end (or the server to fail), then stops
-// accepting, drains in-flight requests, drains the batchers and closes the
-// clients, all within server.shutdown_timeout.
-func (a *App) waitAndShutdown(ctx context.Context, srv *http.Server, errc chan error) error {
+// waitAndShutdown waits for ctx to end (or a server to fail), then stops
+// accepting, drains in-flight requests on every listener, drains the
+// batchers and closes the clients, all within server.shutdown_timeout.
+func (a *App) waitAndShutdown(ctx context.Context, s *servers) error {
+	pending := len(s.list)
+	var serveErr error
 	select {
-	case err := <-errc:
-		a.close(context.Background())
-		return err
+	case serveErr = <-s.errc: // one listener died: stop the others too
+		pending--
 	case <-ctx.Done():
 	}
 	timeout := a.cfg.Server.ShutdownTimeout
 	a.log.Info("shutting down: draining in-flight requests", zap.Duration("timeout", timeout))
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	err := srv.Shutdown(sctx)
-	<-errc // Serve has returned http.ErrServerClosed
+	shutErrs := make([]error, len(s.list))
+	var wg sync.WaitGroup
+	for i, srv := range s.list {
+		wg.Add(1)
+		go func() { defer wg.Done(); shutErrs[i] = srv.Shutdown(sctx) }()
+	}
+	wg.Wait()
+	for ; pending > 0; pending-- {
+		<-s.errc // http.ErrServerClosed
+	}
 	a.close(sctx)
-	if err != nil {
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	if err := errors.Join(shutErrs...); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	a.log.Info("stopped")
@@ -274,6 +352,9 @@ func (a *App) waitAndShutdown(ctx context.Context, srv *http.Server, errc chan e
 
 // close drains the batchers, then closes the clients.
 func (a *App) close(ctx context.Context) {
+	if a.sidecar != nil {
+		a.sidecar.Close()
+	}
 	if a.images != nil {
 		if err := a.images.Close(ctx); err != nil {
 			a.log.Warn("image batcher did not drain", zap.Error(err))

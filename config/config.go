@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tusou/tusou/esproxy"
+	"github.com/tusou/tusou/esproxy/sidecar"
 	"github.com/tusou/tusou/preprocess"
 	"github.com/tusou/tusou/triton"
 )
@@ -30,6 +31,7 @@ type Config struct {
 	Preprocess    preprocess.Config `yaml:"preprocess"`
 	Triton        triton.Config     `yaml:"triton"`
 	Elasticsearch esproxy.Config    `yaml:"elasticsearch"`
+	Sidecar       sidecar.Config    `yaml:"sidecar"`
 }
 
 // Server holds the HTTP listener's settings.
@@ -116,6 +118,7 @@ func Default() *Config {
 		Preprocess:    preprocess.DefaultConfig(),
 		Triton:        triton.DefaultConfig(),
 		Elasticsearch: esproxy.DefaultConfig(),
+		Sidecar:       sidecar.DefaultConfig(),
 	}
 }
 
@@ -131,6 +134,10 @@ func (c *Config) Validate() error {
 	errs = append(errs, prefixErrors("preprocess", c.Preprocess.Validate())...)
 	errs = append(errs, prefixErrors("triton", c.Triton.Validate())...)
 	errs = append(errs, prefixErrors("elasticsearch", c.Elasticsearch.Validate())...)
+	errs = append(errs, prefixErrors("sidecar", c.Sidecar.Validate())...)
+	if c.Sidecar.Enabled && c.Sidecar.Listen == c.Server.Listen {
+		errs = append(errs, fmt.Errorf("sidecar.listen: %q is also server.listen", c.Sidecar.Listen))
+	}
 	if c.Preprocess.MaxBytes > c.Server.MaxBodyBytes {
 		errs = append(errs, fmt.Errorf("preprocess.max_bytes: %d is larger than server.max_body_bytes %d, so the image limit could never be reached", c.Preprocess.MaxBytes, c.Server.MaxBodyBytes))
 	}

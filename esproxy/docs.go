@@ -451,14 +451,15 @@ func (c *Client) appendSource(b []byte, d *Doc, p *Provenance, now time.Time) ([
 	b = append(b, `,"`...)
 	b = append(b, c.cfg.VectorField...) // validated [a-z0-9_]
 	b = append(b, `":`...)
-	b = appendVector(b, d.Vector)
+	b = AppendVector(b, d.Vector)
 	return append(b, '}'), nil
 }
 
-// appendVector appends v as a JSON array. 'g' with precision -1 at bitSize
+// AppendVector appends v as a JSON array. 'g' with precision -1 at bitSize
 // 32 is the shortest text that parses back to the identical float32
-// (~9-11 bytes), half of what float64 formatting would send.
-func appendVector(b []byte, v []float32) []byte {
+// (~9-11 bytes), half of what float64 formatting would send. The sidecar
+// writes vectors with it too, so both APIs store identical bytes.
+func AppendVector(b []byte, v []float32) []byte {
 	b = append(b, '[')
 	for i, f := range v {
 		if i > 0 {

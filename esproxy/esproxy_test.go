@@ -150,7 +150,7 @@ func TestAppendVectorRoundTripsFloat32Exactly(t *testing.T) {
 		v = append(v, math.Float32frombits(rng.Uint32()&^(0xFF<<23)|uint32(rng.IntN(254)+1)<<23)) // any finite
 	}
 	var back []float32
-	if err := json.Unmarshal(appendVector(nil, v), &back); err != nil {
+	if err := json.Unmarshal(AppendVector(nil, v), &back); err != nil {
 		t.Fatal(err)
 	}
 	for i := range v {

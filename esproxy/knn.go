@@ -127,7 +127,7 @@ func (c *Client) knnBody(q KNNQuery) ([]byte, int, error) {
 	b = append(b, `{"knn":{"field":"`...)
 	b = append(b, c.cfg.VectorField...)
 	b = append(b, `","query_vector":`...)
-	b = appendVector(b, q.Vector)
+	b = AppendVector(b, q.Vector)
 	b = append(b, `,"k":`...)
 	b = strconv.AppendInt(b, int64(q.K), 10)
 	b = append(b, `,"num_candidates":`...)

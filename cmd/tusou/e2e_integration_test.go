@@ -54,6 +54,12 @@ func startBinary(t *testing.T) *gateway {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	sln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sidecarAddr := sln.Addr().String()
+	sln.Close()
 	var b [4]byte
 	rand.Read(b[:])
 	g := &gateway{url: "http://" + addr, alias: "tusou-e2e-" + hex.EncodeToString(b[:]), logs: &bytes.Buffer{}}
@@ -61,6 +67,7 @@ func startBinary(t *testing.T) *gateway {
 	g.cmd.Dir = root
 	g.cmd.Env = append(os.Environ(),
 		"TUSOU_SERVER_LISTEN="+addr,
+		"TUSOU_SIDECAR_LISTEN="+sidecarAddr,
 		"TUSOU_ELASTICSEARCH_INDEX="+g.alias,
 		"TUSOU_BLOBS_DIR="+t.TempDir(),
 		"TUSOU_LOG_LEVEL=warn",

@@ -103,7 +103,8 @@ func Render(docs map[string]string) []byte {
 // Sources are the packages whose Config structs the root config composes,
 // relative to the repository root.
 var Sources = map[string]string{
-	"triton":     "github.com/tusou/tusou/triton",
-	"esproxy":    "github.com/tusou/tusou/esproxy",
-	"preprocess": "github.com/tusou/tusou/preprocess",
+	"triton":          "github.com/tusou/tusou/triton",
+	"esproxy":         "github.com/tusou/tusou/esproxy",
+	"preprocess":      "github.com/tusou/tusou/preprocess",
+	"esproxy/sidecar": "github.com/tusou/tusou/esproxy/sidecar",
 }
