@@ -47,8 +47,7 @@ test: deps up build sidecar-venv ## everything CI runs: checks, unit tests, inte
 .PHONY: check
 check: ## static checks: gofmt, go vet, generated code and docs in sync
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
-	$(GO) vet ./...
-	$(GO) vet -tags integration ./...
+	$(GO) vet -tags integration ./...   # the tag adds the integration tests to every package
 	CGO_ENABLED=0 $(GO) vet ./preprocess/   # the pure-Go fallback keeps building
 	scripts/check-proto-drift.sh
 
