@@ -22,7 +22,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -36,13 +35,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/internal/testutil"
 	"github.com/tusou/tusou/triton/inferencepb"
 )
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(file))
+	return testutil.Root()
 }
 
 // batchRecorder records the batch size of every ModelInfer the client sends.

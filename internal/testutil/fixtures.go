@@ -9,14 +9,26 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
+	"strings"
 )
 
-// Root returns the repository root (tests run in their package directory).
+// Root returns the repository root: the nearest directory above the working
+// directory (tests run in their package directory) whose go.mod declares
+// tusou's module. It does not rely on source paths, which -trimpath removes.
 func Root() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	dir, err := os.Getwd()
+	if err != nil {
+		panic(err)
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if mod, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && strings.HasPrefix(string(mod), "module github.com/tusou/tusou\n") {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			panic("testutil: no go.mod of github.com/tusou/tusou above " + dir)
+		}
+	}
 }
 
 // FixtureImage is one reference image and its expected outputs.
