@@ -174,13 +174,22 @@ func (s *Sidecar) serveBulk(w http.ResponseWriter, r *http.Request, rt route) {
 	if decoded {
 		out.dropHeaders = []string{"Content-Encoding"}
 	}
-	if len(failed) == 0 {
-		// The common case: Elasticsearch's answer is the answer, streamed.
+	s.answerMerged(w, r, out, "bulk", len(failed), n, func(esBody []byte) ([]byte, error) {
+		return mergeBulk(esBody, n, failed, time.Since(start))
+	})
+}
+
+// answerMerged forwards out and answers with Elasticsearch's reply merged
+// with the items that failed here, each in its place. With no local failure
+// the reply streams through untouched (the common case); when every item
+// failed, Elasticsearch is not called at all.
+func (s *Sidecar) answerMerged(w http.ResponseWriter, r *http.Request, out outRequest, what string, nFailed, n int, merge func(esBody []byte) ([]byte, error)) {
+	if nFailed == 0 {
 		s.forward(w, r, out)
 		return
 	}
-	if len(failed) == n {
-		b, _ := mergeBulk(nil, n, failed, time.Since(start))
+	if nFailed == n {
+		b, _ := merge(nil)
 		writeJSON(w, r, http.StatusOK, b)
 		return
 	}
@@ -204,10 +213,10 @@ func (s *Sidecar) serveBulk(w http.ResponseWriter, r *http.Request, rt route) {
 		s.upstreamFailed(w, r, err)
 		return
 	}
-	merged, err := mergeBulk(esBody, n, failed, time.Since(start))
+	merged, err := merge(esBody)
 	if err != nil {
-		s.log.Error("sidecar: cannot merge the bulk answer", zap.Error(err))
-		writeESError(w, r, newESError(http.StatusBadGateway, typeUpstream, "unexpected bulk answer from Elasticsearch: "+err.Error()))
+		s.log.Error("sidecar: cannot merge the "+what+" answer", zap.Error(err))
+		writeESError(w, r, newESError(http.StatusBadGateway, typeUpstream, "unexpected "+what+" answer from Elasticsearch: "+err.Error()))
 		return
 	}
 	for _, k := range []string{"Warning", "X-Opaque-Id", "Trace-Id"} {

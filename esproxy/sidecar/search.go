@@ -336,39 +336,9 @@ func (s *Sidecar) serveMsearch(w http.ResponseWriter, r *http.Request, rt route)
 	if decoded {
 		out.dropHeaders = []string{"Content-Encoding"}
 	}
-	if len(failed) == 0 {
-		s.forward(w, r, out)
-		return
-	}
-	if len(failed) == n {
-		b, _ := mergeMsearch(nil, n, failed, time.Since(start))
-		writeJSON(w, r, http.StatusOK, b)
-		return
-	}
-	out.dropHeaders = append(out.dropHeaders, "Accept-Encoding")
-	out.rawQuery = withoutParam(r.URL.RawQuery, "filter_path")
-	resp, err := s.up.do(r.Context(), out)
-	if err != nil {
-		s.upstreamFailed(w, r, err)
-		return
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_ = copyResponse(w, resp)
-		return
-	}
-	esBody, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
-	if err != nil {
-		s.upstreamFailed(w, r, err)
-		return
-	}
-	merged, err := mergeMsearch(esBody, n, failed, time.Since(start))
-	if err != nil {
-		s.log.Error("sidecar: cannot merge the msearch answer", zap.Error(err))
-		writeESError(w, r, newESError(http.StatusBadGateway, typeUpstream, "unexpected msearch answer from Elasticsearch: "+err.Error()))
-		return
-	}
-	writeJSON(w, r, http.StatusOK, merged)
+	s.answerMerged(w, r, out, "msearch", len(failed), n, func(esBody []byte) ([]byte, error) {
+		return mergeMsearch(esBody, n, failed, time.Since(start))
+	})
 }
 
 type msearchSegment struct {
