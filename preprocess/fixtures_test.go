@@ -34,7 +34,7 @@ func loadFixtures(t testing.TB) projectFixtures {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(fixturesDir, "expected/images.json"))
 	if os.IsNotExist(err) {
-		t.Skip("model_repository/testdata fixtures not generated")
+		t.Fatal("model_repository/testdata fixtures are missing (make fixtures)")
 	}
 	if err != nil {
 		t.Fatal(err)
