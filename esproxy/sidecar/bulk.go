@@ -322,12 +322,22 @@ func parseBulkAction(line []byte, lineNo int) (bulkAction, *esError) {
 // forwarded actions and the sidecar's errors for the others, in request
 // order. esBody is nil when nothing was forwarded.
 func mergeBulk(esBody []byte, n int, failed []*bulkItem, took time.Duration) ([]byte, error) {
+	return mergeArray(esBody, n, "items", `"errors":true,`, failed,
+		func(it *bulkItem) int { return it.pos },
+		func(b []byte, it *bulkItem) []byte { return it.appendError(b) }, took)
+}
+
+// mergeArray splices locally failed entries into the array arrayKey of
+// Elasticsearch's answer (bulk "items", msearch "responses") at their request
+// positions, with the sidecar's took; extra is written before the array
+// (bulk's "errors":true). Other members of the answer are kept as sent.
+func mergeArray[T any](esBody []byte, n int, arrayKey, extra string, failed []T, pos func(T) int, appendFailed func([]byte, T) []byte, took time.Duration) ([]byte, error) {
 	var items [][2]int
 	var rest [][2]int
 	if esBody != nil {
 		err := objectMembers(esBody, func(m member) error {
 			switch m.Key {
-			case "items":
+			case arrayKey:
 				return arrayElements(esBody[m.ValStart:m.End], func(a, b int) error {
 					items = append(items, [2]int{m.ValStart + a, m.ValStart + b})
 					return nil
@@ -343,19 +353,22 @@ func mergeBulk(esBody []byte, n int, failed []*bulkItem, took time.Duration) ([]
 		}
 	}
 	if len(items) != n-len(failed) {
-		return nil, fmt.Errorf("Elasticsearch answered %d items for %d forwarded actions", len(items), n-len(failed))
+		return nil, fmt.Errorf("Elasticsearch answered %d %s for %d forwarded requests", len(items), arrayKey, n-len(failed))
 	}
 	out := make([]byte, 0, len(esBody)+len(failed)*256+64)
 	out = append(out, `{"took":`...)
 	out = strconv.AppendInt(out, took.Milliseconds(), 10)
-	out = append(out, `,"errors":true,"items":[`...)
+	out = append(out, ',')
+	out = append(out, extra...)
+	out = appendQuoted(out, arrayKey)
+	out = append(out, ":["...)
 	next, f := 0, 0
 	for i := 0; i < n; i++ {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		if f < len(failed) && failed[f].pos == i {
-			out = failed[f].appendError(out)
+		if f < len(failed) && pos(failed[f]) == i {
+			out = appendFailed(out, failed[f])
 			f++
 			continue
 		}

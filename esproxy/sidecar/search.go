@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"time"
 
@@ -349,50 +348,7 @@ type msearchSegment struct {
 // mergeMsearch puts the sidecar's errors into Elasticsearch's responses
 // array at their request positions.
 func mergeMsearch(esBody []byte, n int, failed []*msearchItem, took time.Duration) ([]byte, error) {
-	var items [][2]int
-	var rest [][2]int
-	if esBody != nil {
-		err := objectMembers(esBody, func(m member) error {
-			switch m.Key {
-			case "responses":
-				return arrayElements(esBody[m.ValStart:m.End], func(a, b int) error {
-					items = append(items, [2]int{m.ValStart + a, m.ValStart + b})
-					return nil
-				})
-			case "took":
-			default:
-				rest = append(rest, [2]int{m.Start, m.End})
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	if len(items) != n-len(failed) {
-		return nil, fmt.Errorf("Elasticsearch answered %d responses for %d forwarded searches", len(items), n-len(failed))
-	}
-	out := make([]byte, 0, len(esBody)+len(failed)*256+64)
-	out = append(out, `{"took":`...)
-	out = strconv.AppendInt(out, took.Milliseconds(), 10)
-	out = append(out, `,"responses":[`...)
-	next, f := 0, 0
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		if f < len(failed) && failed[f].pos == i {
-			out = failed[f].err.appendFull(out)
-			f++
-			continue
-		}
-		out = append(out, esBody[items[next][0]:items[next][1]]...)
-		next++
-	}
-	out = append(out, ']')
-	for _, m := range rest {
-		out = append(out, ',')
-		out = append(out, esBody[m[0]:m[1]]...)
-	}
-	return append(out, '}'), nil
+	return mergeArray(esBody, n, "responses", "", failed,
+		func(it *msearchItem) int { return it.pos },
+		func(b []byte, it *msearchItem) []byte { return it.err.appendFull(b) }, took)
 }
