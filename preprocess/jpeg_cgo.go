@@ -111,11 +111,15 @@ func decodeJPEG(data []byte, hdr header, denom int, bufs *buffers) (rgbImage, er
 		return rgbImage{}, errors.New(C.GoString(&msg[0]))
 	}
 	if rc > 0 {
-		// Warnings (extraneous bytes, bad restart markers) are what Pillow
-		// tolerates too; a truncated file is not: Pillow raises "image file
-		// is truncated" and so do we.
+		// libjpeg warns and decodes on. Benign warnings (extraneous bytes
+		// before a marker, odd progression parameters) are common in files
+		// from real cameras and editors and are tolerated, as Pillow does.
+		// Damaged entropy-coded data (bad Huffman codes, lost restart
+		// markers) or a truncated file decode to garbage pixels: Pillow would
+		// index that garbage; we refuse it, so a corrupt upload never becomes
+		// a searchable vector.
 		m := C.GoString(&msg[0])
-		if strings.Contains(m, "Premature end") {
+		if damagedJPEG(m) {
 			return rgbImage{}, errors.New(m)
 		}
 	}
@@ -137,4 +141,12 @@ func decodeJPEG(data []byte, hdr header, denom int, bufs *buffers) (rgbImage, er
 		buf = buf[:n*3]
 	}
 	return rgbImage{pix: buf, w: sw, h: sh, stride: sw * 3}, nil
+}
+
+// damagedJPEG reports whether a libjpeg warning means the pixel data itself
+// is damaged (as opposed to harmless irregularities around it).
+func damagedJPEG(warning string) bool {
+	w := strings.ToLower(warning)
+	return strings.Contains(w, "premature end") || strings.Contains(w, "bad huffman code") ||
+		strings.Contains(w, "instead of rst")
 }

@@ -152,9 +152,14 @@ func (p *Preprocessor) check(data []byte) (header, error) {
 			"the image is %d×%d = %d pixels, the limit is %d pixels", hdr.width, hdr.height, px, p.cfg.MaxPixels)
 	}
 	if format == FormatJPEG {
-		if hdr.jpegPrecision != 8 {
+		switch hdr.jpegPrecision {
+		case 8:
+		case 12, 16: // real but rare (medical, raw-derived): refused as a format
 			return header{}, apierr.New(apierr.UnsupportedMediaType, "image_format_unsupported",
 				"%d-bit JPEG is not supported (only 8-bit)", hdr.jpegPrecision)
+		default: // no JPEG has this precision: the header is damaged
+			return header{}, apierr.New(apierr.Unprocessable, "image_corrupt",
+				"the jpeg image could not be read: invalid sample precision %d", hdr.jpegPrecision)
 		}
 		if c := hdr.jpegComponents; c != 1 && c != 3 && c != 4 {
 			return header{}, apierr.New(apierr.Unprocessable, "image_corrupt",

@@ -190,8 +190,21 @@ func TestHostileInputs(t *testing.T) {
 	}
 	random := make([]byte, 100_000)
 	rand.Read(random)
+	// A scan that names a component the frame does not have: the header
+	// reads fine, decoding fails.
 	corrupt := append([]byte(nil), jpg...)
-	rand.Read(corrupt[600:])
+	sos := bytes.Index(corrupt, []byte{0xFF, 0xDA})
+	if sos < 0 {
+		t.Fatal("no SOS marker in the JPEG")
+	}
+	corrupt[sos+5] = 0x7F
+	// A header damaged in place: the SOF sample precision set to 139.
+	badHeader := append([]byte(nil), jpg...)
+	sof := bytes.Index(badHeader, []byte{0xFF, 0xC0})
+	if sof < 0 {
+		t.Fatal("no SOF0 marker in the JPEG")
+	}
+	badHeader[sof+4] = 139
 	baseRSS := peakRSS(g.cmd.Process.Pid)
 
 	type tc struct {
@@ -204,6 +217,7 @@ func TestHostileInputs(t *testing.T) {
 	cases := []tc{
 		{"truncated jpeg", img, "image/jpeg", jpg[:len(jpg)/2], 422, "image_corrupt"},
 		{"corrupt jpeg", img, "image/jpeg", corrupt, 422, "image_corrupt"},
+		{"damaged jpeg header", img, "image/jpeg", badHeader, 422, "image_corrupt"},
 		{"random bytes", img, "image/jpeg", random, 415, "image_format_unsupported"},
 		{"empty body", img, "image/png", nil, 422, "image_empty"},
 		{"svg", img, "image/svg+xml", []byte(`<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>`), 415, "image_format_unsupported"},
