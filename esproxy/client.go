@@ -42,6 +42,15 @@ type Client struct {
 	prov atomic.Pointer[Provenance]
 	// excludes is the _source filter that keeps vectors out of every answer.
 	excludes []string
+	// writeIndex is the concrete index behind the alias that EnsureIndex
+	// found writes go to; the refresher refreshes it.
+	writeIndex atomic.Pointer[string]
+	// refresher makes writes searchable by coalesced refreshes (refresh.go).
+	refresher *refresher
+	// quantized says whether the vectors behind the alias are quantised, so
+	// kNN needs rescore_vector for exact scores: the configured type until
+	// EnsureIndex has seen the real mappings (the index wins).
+	quantized atomic.Bool
 }
 
 // New builds a client from a validated config. It does not contact
@@ -93,11 +102,19 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Client, error
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, es: es, log: log, metrics: m, excludes: []string{cfg.VectorField}}, nil
+	c := &Client{cfg: cfg, es: es, log: log, metrics: m, excludes: []string{cfg.VectorField}}
+	c.quantized.Store(Quantized(cfg.IndexOptions.Type))
+	if c.refresher, err = newRefresher(c.refreshWriteIndex, cfg.RefreshMinInterval, cfg.RequestTimeout, reg); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// Close releases idle connections. In-flight calls may still finish.
+// Close stops the refresher (writers still waiting for a refresh get an
+// error; one in flight may finish until ctx ends) and releases idle
+// connections. In-flight calls may still finish.
 func (c *Client) Close(ctx context.Context) error {
+	c.refresher.close(ctx)
 	err := c.es.Close(ctx)
 	if errors.Is(err, elasticsearch.ErrAlreadyClosed) {
 		return nil

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -75,10 +77,10 @@ const unitTolerance = 1e-4
 
 // Index stores doc unless a document with its ID exists (op_type=create), so
 // re-ingesting the same image returns Exists and overwrites nothing. refresh
-// "" means Config.Refresh (wait_for: searchable when this returns). Note: an
-// Exists answer does not wait for a refresh; a duplicate of a document still
-// in flight from a refresh=false bulk becomes searchable within the index's
-// refresh interval.
+// "" means Config.Refresh (wait_for: searchable when this returns, via the
+// coalesced refresh). An Exists answer waits for the refresh too: the
+// document that exists may still be in flight from a concurrent or a
+// refresh=false write.
 func (c *Client) Index(ctx context.Context, doc Doc, refresh string) (result Result, err error) {
 	defer c.observe("index", time.Now(), &err)
 	p, err := c.checkProvenance()
@@ -95,35 +97,53 @@ func (c *Client) Index(ctx context.Context, doc Doc, refresh string) (result Res
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
+	wctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	res, err := c.perform(ctx, "index", esapi.CreateRequest{
+	// No refresh parameter: Elasticsearch's refresh=wait_for would park the
+	// request until the next scheduled refresh (up to a second);
+	// waitSearchable coalesces an explicit one instead.
+	res, err := c.perform(wctx, "index", esapi.CreateRequest{
 		Index:        c.cfg.Index,
-		DocumentID:   doc.ID,
+		DocumentID:   escapeID(doc.ID),
 		Body:         bytes.NewReader(body),
-		Refresh:      refresh,
 		RequireAlias: ptr(true), // never auto-create an unmapped index named like the alias
 		FilterPath:   []string{"result"},
 	}, 409)
 	if err != nil {
 		return "", err
 	}
-	defer res.Body.Close()
-	if res.StatusCode == 409 {
-		b := readBody(res.Body, 64<<10)
-		if typ, _ := parseESError(b); typ != "version_conflict_engine_exception" {
-			return "", statusError("index", res.StatusCode, res.Header, b)
-		}
-		return Exists, nil
+	if result, err = createOutcome(res); err != nil {
+		return "", err
 	}
-	return Created, nil
+	// The caller's context, not the write's timeout: the refresher bounds
+	// the refresh itself.
+	if err := c.waitSearchable(ctx, refresh); err != nil {
+		return "", err
+	}
+	return result, nil
+}
+
+// createOutcome reads a create answer (Created, or Exists on a version
+// conflict) and closes the body, read to the end so the connection is reused
+// while the caller waits for the refresh.
+func createOutcome(res *esapi.Response) (Result, error) {
+	defer res.Body.Close()
+	b := readBody(res.Body, 64<<10)
+	if res.StatusCode != 409 {
+		return Created, nil
+	}
+	if typ, _ := parseESError(b); typ != "version_conflict_engine_exception" {
+		return "", statusError("index", res.StatusCode, res.Header, b)
+	}
+	return Exists, nil
 }
 
 // Bulk stores docs in one _bulk request with op_type=create and returns one
 // result per doc, in order. Invalid docs fail alone (they are not sent).
-// The error is non-nil only when the request as a whole failed. refresh ""
-// means Config.Refresh; pass "false" to trade searchable-on-success for
-// throughput.
+// The error is non-nil only when the request as a whole failed, or when the
+// documents were stored but the refresh that makes them searchable failed
+// (code CodeRefreshFailed). refresh "" means Config.Refresh; pass "false"
+// to trade searchable-on-success for throughput.
 func (c *Client) Bulk(ctx context.Context, docs []Doc, refresh string) (items []ItemResult, err error) {
 	defer c.observe("bulk", time.Now(), &err)
 	p, err := c.checkProvenance()
@@ -165,12 +185,11 @@ func (c *Client) Bulk(ctx context.Context, docs []Doc, refresh string) (items []
 		return items, nil
 	}
 
-	ctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
+	wctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	res, err := c.perform(ctx, "bulk", esapi.BulkRequest{
+	res, err := c.perform(wctx, "bulk", esapi.BulkRequest{
 		Index:        c.cfg.Index,
 		Body:         bytes.NewReader(body),
-		Refresh:      refresh,
 		RequireAlias: ptr(true),
 		// Only what we read: a 500-item answer shrinks from ~150 KB to ~10 KB.
 		FilterPath: []string{"errors", "items.*.status", "items.*.error.type", "items.*.error.reason"},
@@ -208,6 +227,14 @@ func (c *Client) Bulk(ctx context.Context, docs []Doc, refresh string) (items []
 			}
 		}
 	}
+	for _, it := range items {
+		if it.Result == Created || it.Result == Exists {
+			if err := c.waitSearchable(ctx, refresh); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
 	return items, nil
 }
 
@@ -221,7 +248,7 @@ func (c *Client) Get(ctx context.Context, id string) (doc Doc, err error) {
 	defer cancel()
 	res, err := c.perform(ctx, "get", esapi.GetRequest{
 		Index:          c.cfg.Index,
-		DocumentID:     id,
+		DocumentID:     escapeID(id),
 		SourceExcludes: c.excludes,
 		FilterPath:     []string{"_id", "found", "_source", "error", "status"},
 	}, 404)
@@ -243,7 +270,8 @@ func (c *Client) Get(ctx context.Context, id string) (doc Doc, err error) {
 }
 
 // Delete removes the document, or returns NotFound. refresh "" means
-// Config.Refresh (wait_for: gone from search results when this returns).
+// Config.Refresh (wait_for: gone from search results when this returns, via
+// the coalesced refresh).
 func (c *Client) Delete(ctx context.Context, id, refresh string) (err error) {
 	defer c.observe("delete", time.Now(), &err)
 	if err := checkID(id); err != nil {
@@ -252,22 +280,23 @@ func (c *Client) Delete(ctx context.Context, id, refresh string) (err error) {
 	if refresh, err = c.refreshParam(refresh); err != nil {
 		return err
 	}
-	ctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
+	wctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	res, err := c.perform(ctx, "delete", esapi.DeleteRequest{
+	res, err := c.perform(wctx, "delete", esapi.DeleteRequest{
 		Index:      c.cfg.Index,
-		DocumentID: id,
-		Refresh:    refresh,
+		DocumentID: escapeID(id),
 		FilterPath: []string{"result", "error", "status"},
 	}, 404)
 	if err != nil {
 		return err
 	}
-	defer res.Body.Close()
 	if res.StatusCode == 404 {
+		defer res.Body.Close()
 		return notFound("delete", id, res)
 	}
-	return nil
+	readBody(res.Body, 64<<10) // to the end: the connection is reused
+	res.Body.Close()
+	return c.waitSearchable(ctx, refresh)
 }
 
 // notFound tells a missing document from a missing index.
@@ -346,6 +375,20 @@ func (c *Client) refreshParam(r string) (string, error) {
 		return c.cfg.Refresh, nil
 	}
 	return r, nil
+}
+
+// escapeID makes a document id one path segment of an Elasticsearch URL.
+// esapi writes DocumentID into the path as it is, so without this a '#' or
+// '?' in an id would cut the path (GET a#b reads document a), a '/' would
+// add segments and ".." would climb to another endpoint. Elasticsearch
+// decodes the segment back to the id.
+func escapeID(id string) string {
+	switch id {
+	case ".", "..":
+		// Dot segments are resolved by URL normalisation, not taken as ids.
+		return strings.Repeat("%2E", len(id))
+	}
+	return url.PathEscape(id)
 }
 
 func checkID(id string) error {

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +56,8 @@ func newTestClient(t *testing.T, cfg Config) *Client {
 		t.Fatalf("New: %v", err)
 	}
 	c.prov.Store(&testProv) // as after EnsureIndex
+	wi := ConcreteIndexName(cfg.Index, testProv)
+	c.writeIndex.Store(&wi)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	return c
 }
@@ -107,13 +110,14 @@ func TestConfigValidateNamesEveryBadField(t *testing.T) {
 	cfg.Replicas = -1
 	cfg.RequestTimeout = 0
 	cfg.Refresh = "now"
+	cfg.RefreshMinInterval = -time.Millisecond
 	cfg.NumCandidatesFactor = 0
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("want errors")
 	}
 	for _, field := range []string{"addresses[0]:", "username/password:", "index:", "vector_field:", "dims:",
-		"similarity:", "index_options.m:", "shards:", "replicas:", "request_timeout:", "refresh:", "num_candidates_factor:"} {
+		"similarity:", "index_options.m:", "shards:", "replicas:", "request_timeout:", "refresh:", "refresh_min_interval:", "num_candidates_factor:"} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("error does not name %q:\n%v", field, err)
 		}
@@ -398,10 +402,18 @@ func TestKNNBodyRefusesBadQueries(t *testing.T) {
 
 func TestIndexCreatedThenExists(t *testing.T) {
 	var calls int
+	var refreshes atomic.Int32 // read by the test goroutine
 	srv := fakeES(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/"+ConcreteIndexName("test-images", testProv)+"/_refresh" {
+			refreshes.Add(1)
+			_, _ = io.WriteString(w, `{"_shards":{"total":1,"successful":1,"failed":0}}`)
+			return
+		}
 		calls++
+		// No refresh parameter: Elasticsearch's wait_for would wait for the
+		// scheduled refresh; the client refreshes explicitly instead.
 		if r.Method != http.MethodPut || r.URL.Path != "/test-images/_create/img1" ||
-			r.URL.Query().Get("refresh") != "wait_for" || r.URL.Query().Get("require_alias") != "true" {
+			r.URL.Query().Has("refresh") || r.URL.Query().Get("require_alias") != "true" {
 			t.Errorf("unexpected request %s %s", r.Method, r.URL)
 		}
 		var src map[string]any
@@ -418,10 +430,15 @@ func TestIndexCreatedThenExists(t *testing.T) {
 	})
 	c := newTestClient(t, testConfig(srv.URL))
 	d := Doc{ID: "img1", Vector: unitVector(rand.New(rand.NewPCG(1, 1)), testProv.Dims)}
-	for _, want := range []Result{Created, Exists} {
+	for i, want := range []Result{Created, Exists} {
 		got, err := c.Index(context.Background(), d, "")
 		if err != nil || got != want {
 			t.Fatalf("want %s, got %s %v", want, got, err)
+		}
+		// Exists waits for a refresh too: the existing document may be
+		// another writer's, still unrefreshed.
+		if n := refreshes.Load(); n != int32(i+1) {
+			t.Fatalf("after %s: %d refreshes, want %d", want, n, i+1)
 		}
 	}
 }
@@ -454,7 +471,7 @@ func TestBulkPerItemResults(t *testing.T) {
 		`{"create":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}}`,
 	}
 	srv := fakeES(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/test-images/_bulk" || r.URL.Query().Get("refresh") != "false" ||
+		if r.URL.Path != "/test-images/_bulk" || r.URL.Query().Has("refresh") ||
 			!strings.Contains(r.URL.Query().Get("filter_path"), "items.*.status") {
 			t.Errorf("unexpected request %s", r.URL)
 		}
@@ -515,7 +532,8 @@ func TestStatusMapping(t *testing.T) {
 		{502, ``, apierr.BadGateway, CodeBadGateway},
 		{504, ``, apierr.Timeout, CodeTimeout},
 		{404, `{"error":{"type":"index_not_found_exception","reason":"no such index [test-images]"},"status":404}`, apierr.NotFound, CodeIndexNotFound},
-		{401, `{"error":{"type":"security_exception","reason":"missing authentication credentials"},"status":401}`, apierr.BadGateway, CodeBadGateway},
+		{401, `{"error":{"type":"security_exception","reason":"missing authentication credentials"},"status":401}`, apierr.BadGateway, CodeCredentials},
+		{403, `{"error":{"type":"security_exception","reason":"action [indices:data/read/search] is unauthorized"},"status":403}`, apierr.BadGateway, CodeCredentials},
 		{413, ``, apierr.TooLarge, CodeTooLarge},
 		{400, `{"error":{"type":"search_phase_execution_exception","reason":"all shards failed","root_cause":[{"type":"illegal_argument_exception","reason":"bad knn"}]},"status":400}`, apierr.InvalidArgument, CodeRejected},
 	} {
@@ -532,6 +550,22 @@ func TestStatusMapping(t *testing.T) {
 		if tc.status == 400 && !strings.Contains(e.Message, "bad knn") {
 			t.Errorf("400 message hides the root cause: %s", e.Message)
 		}
+	}
+}
+
+// TestUntrustedCertificate: an HTTPS node whose certificate the configured
+// CA (here: the system roots) did not sign is a configuration error naming
+// elasticsearch.ca_cert, not "unreachable".
+func TestUntrustedCertificate(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("request reached a server the client must not trust: %s", r.URL)
+	}))
+	t.Cleanup(srv.Close)
+	c := newTestClient(t, testConfig(srv.URL))
+	_, err := c.KNN(context.Background(), KNNQuery{Vector: unitVector(rand.New(rand.NewPCG(1, 2)), testProv.Dims), K: 3})
+	e := wantKind(t, err, apierr.BadGateway, CodeTLS)
+	if !strings.Contains(e.Message, "elasticsearch.ca_cert") || !strings.Contains(err.Error(), "x509") {
+		t.Errorf("TLS error does not name the setting and the cause: %v", err)
 	}
 }
 

@@ -79,6 +79,9 @@ type IndexInfo struct {
 	Indices []string
 	// Created is true when this call created the index.
 	Created bool
+	// Quantized is true when any index behind the alias stores its vectors
+	// quantised (see Quantized), so kNN rescores to return exact cosines.
+	Quantized bool
 }
 
 // metaKey is the key under mapping _meta that holds tusou's provenance.
@@ -235,7 +238,9 @@ func (c *Client) EnsureIndex(ctx context.Context, p Provenance) (info IndexInfo,
 		if existing != nil {
 			info, err = c.checkExisting(existing, p)
 			if err == nil {
+				c.writeIndex.Store(&info.WriteIndex)
 				c.prov.Store(&p)
+				c.quantized.Store(info.Quantized)
 				c.log.Info("elasticsearch index accepted", zap.String("alias", info.Alias),
 					zap.String("write_index", info.WriteIndex), zap.Strings("indices", info.Indices), zap.Stringer("provenance", p))
 			}
@@ -247,10 +252,13 @@ func (c *Client) EnsureIndex(ctx context.Context, p Provenance) (info IndexInfo,
 			return info, err
 		}
 		if created {
+			c.writeIndex.Store(&name)
 			c.prov.Store(&p)
 			c.log.Info("elasticsearch index created", zap.String("alias", c.cfg.Index),
 				zap.String("index", name), zap.Stringer("provenance", p))
-			return IndexInfo{Alias: c.cfg.Index, WriteIndex: name, Indices: []string{name}, Created: true}, nil
+			c.quantized.Store(Quantized(c.cfg.IndexOptions.Type))
+			return IndexInfo{Alias: c.cfg.Index, WriteIndex: name, Indices: []string{name}, Created: true,
+				Quantized: Quantized(c.cfg.IndexOptions.Type)}, nil
 		}
 		// Someone else created it between our GET and PUT: look again once.
 		if attempt > 0 {
@@ -356,6 +364,7 @@ func (c *Client) checkExisting(indices map[string]existingIndex, p Provenance) (
 			c.log.Warn("existing index uses another similarity than configured; the index wins",
 				zap.String("index", name), zap.String("index_similarity", vf.Similarity), zap.String("configured", c.cfg.Similarity))
 		}
+		info.Quantized = info.Quantized || Quantized(vf.IndexOptions.Type)
 		if vf.IndexOptions.Type != "" && vf.IndexOptions.Type != c.cfg.IndexOptions.Type {
 			c.log.Warn("existing index uses other index_options than configured; the index wins",
 				zap.String("index", name), zap.String("index_type", vf.IndexOptions.Type), zap.String("configured", c.cfg.IndexOptions.Type))
