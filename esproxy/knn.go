@@ -35,14 +35,20 @@ type KNNQuery struct {
 	// booleans as "true"/"false".
 	Filter map[string]any
 	// Similarity, when set, drops hits whose raw similarity (the cosine,
-	// -1..1, not the score) is below it.
+	// -1..1, not the score) is below it. With rescoring it applies to the
+	// exact, rescored similarity.
 	Similarity *float32
+	// ExcludeIDs are documents never returned (an image's own id when
+	// searching for its neighbours). They are filtered inside the kNN
+	// search, so K hits still come back when K others exist.
+	ExcludeIDs []string
 }
 
 // Hit is one search result. Vectors are never returned.
 type Hit struct {
 	ID string
-	// Score is Elasticsearch's _score, (1+cosine)/2 in [0, 1].
+	// Score is Elasticsearch's _score, (1+cosine)/2 in [0, 1]: exact on
+	// float indices and, with Config.RescoreOversample, on quantised ones.
 	Score float64
 	// Similarity is the cosine similarity, 2*Score-1 in [-1, 1].
 	Similarity float64
@@ -57,6 +63,7 @@ const (
 	maxFilterKeys     = 32
 	maxFilterValues   = 1024 // all keys together
 	maxFilterKeyBytes = 256
+	maxExcludeIDs     = 1024
 )
 
 // KNN runs a top-level kNN search on the vector field, restricted by the
@@ -122,6 +129,14 @@ func (c *Client) knnBody(q KNNQuery) ([]byte, int, error) {
 	if s := q.Similarity; s != nil && (*s != *s || *s < -1 || *s > 1) {
 		return nil, 0, apierr.New(apierr.InvalidArgument, CodeInvalidQuery, "similarity must be in [-1, 1], got %g", *s)
 	}
+	if len(q.ExcludeIDs) > maxExcludeIDs {
+		return nil, 0, apierr.New(apierr.InvalidArgument, CodeInvalidQuery, "at most %d excluded ids, got %d", maxExcludeIDs, len(q.ExcludeIDs))
+	}
+	for _, id := range q.ExcludeIDs {
+		if err := checkID(id); err != nil {
+			return nil, 0, err
+		}
+	}
 
 	b := make([]byte, 0, c.docSizeHint()+256)
 	b = append(b, `{"knn":{"field":"`...)
@@ -136,10 +151,17 @@ func (c *Client) knnBody(q KNNQuery) ([]byte, int, error) {
 		b = append(b, `,"similarity":`...)
 		b = strconv.AppendFloat(b, float64(*q.Similarity), 'g', -1, 32)
 	}
-	if len(q.Filter) > 0 {
+	if o := c.cfg.RescoreOversample; o > 0 && c.quantized.Load() {
+		// Verified on Elasticsearch 8.19: the similarity threshold then
+		// applies to the rescored (exact) similarity.
+		b = append(b, `,"rescore_vector":{"oversample":`...)
+		b = strconv.AppendFloat(b, o, 'g', -1, 64)
+		b = append(b, '}')
+	}
+	if len(q.Filter) > 0 || len(q.ExcludeIDs) > 0 {
 		var err error
 		b = append(b, `,"filter":`...)
-		if b, err = appendFilter(b, q.Filter); err != nil {
+		if b, err = appendFilter(b, q.Filter, q.ExcludeIDs); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -153,8 +175,9 @@ func (c *Client) knnBody(q KNNQuery) ([]byte, int, error) {
 }
 
 // appendFilter encodes the metadata filter as a list of term/terms queries
-// on the flattened metadata field, keys sorted for a stable request.
-func appendFilter(b []byte, f map[string]any) ([]byte, error) {
+// on the flattened metadata field, keys sorted for a stable request, and the
+// excluded ids as a must_not ids query.
+func appendFilter(b []byte, f map[string]any, exclude []string) ([]byte, error) {
 	if len(f) > maxFilterKeys {
 		return nil, apierr.New(apierr.InvalidArgument, CodeInvalidQuery, "filter has %d keys; at most %d", len(f), maxFilterKeys)
 	}
@@ -208,6 +231,19 @@ func appendFilter(b []byte, f map[string]any) ([]byte, error) {
 		b = append(b, `":`...)
 		b = appendString(b, s)
 		b = append(b, "}}"...)
+	}
+	if len(exclude) > 0 {
+		if len(keys) > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"bool":{"must_not":{"ids":{"values":[`...)
+		for i, id := range exclude {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, id)
+		}
+		b = append(b, "]}}}}"...)
 	}
 	return append(b, ']'), nil
 }
