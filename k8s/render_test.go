@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -98,6 +99,7 @@ var newTyped = map[string]func() any{
 		return &rbacv1.ClusterRoleBinding{}
 	},
 	"elasticsearch.k8s.elastic.co/v1/Elasticsearch": func() any { return &eckElasticsearch{} },
+	"monitoring.coreos.com/v1/PrometheusRule":       func() any { return &monitoringv1.PrometheusRule{} },
 }
 
 // scratchDir holds files shared by tests of one run (the gateway binary).

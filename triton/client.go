@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/tusou/tusou/apierr"
@@ -32,6 +33,8 @@ type Client struct {
 	rpc     inferencepb.GRPCInferenceServiceClient
 	log     *zap.Logger
 	metrics *Metrics
+	// replicas is the balancer's view of each Triton replica.
+	replicas *replicaTracker
 }
 
 // Dial validates cfg and creates the client. It does not wait for Triton:
@@ -54,6 +57,16 @@ func dial(ctx context.Context, cfg Config, logger *zap.Logger, reg prometheus.Re
 	if logger == nil {
 		logger = zap.NewNop()
 	}
+	log := logger.With(zap.String("component", "triton"), zap.String("grpc_addr", cfg.GRPCAddr))
+	metrics := NewMetrics(reg)
+	metrics.initModel(cfg.Image.Name)
+	metrics.initModel(cfg.Text.Name)
+	replicas := newReplicaTracker(log, metrics)
+	trackerID := trackerSeq.Add(1)
+	trackers.Store(trackerID, replicas)
+	// NewClient has parsed the service config (and taken the tracker) when
+	// it returns.
+	defer trackers.Delete(trackerID)
 	bo := backoff.DefaultConfig
 	bo.MaxDelay = cfg.ReconnectMaxBackoff
 	opts := []grpc.DialOption{
@@ -63,6 +76,8 @@ func dial(ctx context.Context, cfg Config, logger *zap.Logger, reg prometheus.Re
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgBytes)),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: cfg.DialTimeout}),
 		grpc.WithUserAgent("tusou"),
+		grpc.WithDefaultServiceConfig(serviceConfigFor(trackerID)),
+		grpc.WithResolvers(newRefreshingDNS(dnsRefresh)),
 	}
 	if cfg.Keepalive.Time > 0 {
 		opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
@@ -78,11 +93,12 @@ func dial(ctx context.Context, cfg Config, logger *zap.Logger, reg prometheus.Re
 	}
 	conn.Connect() // start connecting now, not at the first call
 	return &Client{
-		cfg:     cfg,
-		conn:    conn,
-		rpc:     inferencepb.NewGRPCInferenceServiceClient(conn),
-		log:     logger.With(zap.String("component", "triton"), zap.String("grpc_addr", cfg.GRPCAddr)),
-		metrics: NewMetrics(reg),
+		cfg:      cfg,
+		conn:     conn,
+		rpc:      inferencepb.NewGRPCInferenceServiceClient(conn),
+		log:      log,
+		metrics:  metrics,
+		replicas: replicas,
 	}, nil
 }
 
@@ -133,6 +149,13 @@ func (c *Client) Ready(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Replicas returns the state of every Triton replica (address → state) as
+// the client's load balancer sees it: "ready" replicas get batches;
+// "connecting", "idle" and "transient_failure" ones get none until they
+// reconnect. Ready succeeds while at least one replica is ready (and serves
+// the models). It is a snapshot, for the readiness answer.
+func (c *Client) Replicas() map[string]string { return c.replicas.snapshot() }
 
 // WaitReady polls Ready every interval until it succeeds or ctx ends, and
 // returns the last error then. For start-up: Triton may still be loading.
@@ -358,13 +381,16 @@ func (c *Client) infer(ctx context.Context, m ModelConfig, req *inferencepb.Mode
 			setTimeoutParam(ctx, req)
 		}
 		start := time.Now()
-		resp, err := c.rpc.ModelInfer(ctx, req)
+		var replica peer.Peer
+		resp, err := c.rpc.ModelInfer(ctx, req, grpc.Peer(&replica))
 		if err == nil {
 			c.metrics.inferTime.WithLabelValues(m.Name, "ok").Observe(time.Since(start).Seconds())
+			c.metrics.replicaBatch(m.Name, &replica, "ok")
 			return resp, nil
 		}
 		e, retryable := mapError(ctx, m.Name, err, rc.RetryAfter)
 		c.metrics.inferTime.WithLabelValues(m.Name, e.Kind.String()).Observe(time.Since(start).Seconds())
+		c.metrics.replicaBatch(m.Name, &replica, e.Kind.String())
 		if !retryable || attempt >= rc.MaxAttempts {
 			return nil, e
 		}

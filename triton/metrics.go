@@ -4,6 +4,9 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/peer"
+
+	"github.com/tusou/tusou/apierr"
 )
 
 // Refusal reasons (label "reason" of tusou_triton_refusals_total).
@@ -25,6 +28,8 @@ type Metrics struct {
 	refusals    *prometheus.CounterVec
 	errorsTotal *prometheus.CounterVec
 	retries     *prometheus.CounterVec
+	replicas    *prometheus.CounterVec
+	replicaUp   *prometheus.GaugeVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -72,6 +77,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tusou_triton_retries_total",
 			Help: "ModelInfer calls resent after a connection error, by model.",
 		}, []string{"model"}),
+		replicas: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tusou_triton_replica_requests_total",
+			Help: "ModelInfer attempts by model, Triton replica (address) and outcome (ok or the error kind): how batches spread over replicas.",
+		}, []string{"model", "replica", "outcome"}),
+		replicaUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tusou_triton_replica_up",
+			Help: "1 while the Triton replica (address) is ready in the gateway's load balancer and gets batches, else 0; one series per address the target resolves to.",
+		}, []string{"replica"}),
 	}
 	if reg != nil {
 		m.batchSize = register(reg, m.batchSize)
@@ -82,8 +95,36 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.refusals = register(reg, m.refusals)
 		m.errorsTotal = register(reg, m.errorsTotal)
 		m.retries = register(reg, m.retries)
+		m.replicas = register(reg, m.replicas)
+		m.replicaUp = register(reg, m.replicaUp)
 	}
 	return m
+}
+
+// initModel creates the per-model series that normally appear only on
+// trouble (refusals, failed batches, retries) at zero, so /metrics lists them
+// from the start: dashboards show 0 instead of "no data", and alert rules'
+// rate()/increase() see the first failure instead of losing it to a series
+// that did not exist before.
+func (m *Metrics) initModel(model string) {
+	for _, reason := range []string{refusedQueueFull, refusedClosed, refusedExpired, refusedAbandoned} {
+		m.refusals.WithLabelValues(model, reason)
+	}
+	// The kinds a batch fails with (errors.go maps gRPC codes to these).
+	for _, k := range []apierr.Kind{apierr.Unavailable, apierr.Overloaded, apierr.Timeout, apierr.BadGateway, apierr.Internal} {
+		m.errorsTotal.WithLabelValues(model, k.String())
+	}
+	m.retries.WithLabelValues(model)
+}
+
+// replicaBatch counts one ModelInfer attempt on the replica that served it.
+// An attempt that never reached a replica (no connection) is "none".
+func (m *Metrics) replicaBatch(model string, p *peer.Peer, outcome string) {
+	addr := "none"
+	if p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	m.replicas.WithLabelValues(model, addr, outcome).Inc()
 }
 
 // register registers c, or returns the identical collector already
