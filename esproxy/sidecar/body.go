@@ -20,25 +20,26 @@ func tooLarge(limit int64) *esError {
 // decodedBody returns the request body with its Content-Encoding undone and
 // bounded to max bytes after decoding, so a gzip bomb costs at most max.
 // decoded reports whether an encoding was removed (the upstream call must
-// then drop Content-Encoding).
+// then drop Content-Encoding). The decoded bytes count against the
+// request's reservation of the in-flight budget (budgeted).
 func decodedBody(w http.ResponseWriter, r *http.Request, max int64) (body io.Reader, decoded bool, err error) {
 	raw := http.MaxBytesReader(w, r.Body, max)
 	enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
 	switch enc {
 	case "", "identity":
-		return &limitReader{r: raw, n: max, limit: max}, false, nil
+		return budgeted(r, &limitReader{r: raw, n: max, limit: max}), false, nil
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(raw)
 		if err != nil {
 			return nil, false, badEncoding(enc, err)
 		}
-		return &limitReader{r: &decodeErrReader{zr, enc}, n: max, limit: max}, true, nil
+		return budgeted(r, &limitReader{r: &decodeErrReader{zr, enc}, n: max, limit: max}), true, nil
 	case "deflate":
 		zr, err := zlib.NewReader(raw)
 		if err != nil {
 			return nil, false, badEncoding(enc, err)
 		}
-		return &limitReader{r: &decodeErrReader{zr, enc}, n: max, limit: max}, true, nil
+		return budgeted(r, &limitReader{r: &decodeErrReader{zr, enc}, n: max, limit: max}), true, nil
 	}
 	return nil, false, newESError(http.StatusUnsupportedMediaType, typeIllegalArg,
 		fmt.Sprintf("unsupported Content-Encoding %q (gzip and deflate are)", enc))

@@ -63,6 +63,7 @@ func (s *Sidecar) serveBulk(w http.ResponseWriter, r *http.Request, rt route) {
 		cur      []byte
 		n        int
 		enriched int
+		denials  int
 		size     int64
 	)
 	abort := func(e *esError) {
@@ -95,19 +96,39 @@ func (s *Sidecar) serveBulk(w http.ResponseWriter, r *http.Request, rt route) {
 		}
 		pos := n
 		n++
-		if act.name == "delete" {
-			cur = append(cur, line...)
-			continue
-		}
 		index := act.index
 		if index == "" {
 			index = rt.Index
 		}
+		// The write rules, item by item, as Elasticsearch's security
+		// answers an item the user may not write: a 403 in its place.
+		var denied *esError
+		if index != "" {
+			denied = s.guard.checkOne(act.name, index)
+		}
+		deny := func() {
+			if len(cur) > 0 {
+				segs = append(segs, bulkSegment{raw: cur})
+				cur = nil
+			}
+			segs = append(segs, bulkSegment{item: &bulkItem{pos: pos, action: act.name, index: index, id: act.id, err: denied}})
+			denials++
+		}
+		if act.name == "delete" {
+			if denied != nil {
+				deny()
+			} else {
+				cur = append(cur, line...)
+			}
+			continue
+		}
 		rules := s.rules.match(index)
 		// The action line is only valid until the next read: keep it now.
-		if len(rules) == 0 {
+		switch {
+		case denied != nil:
+		case len(rules) == 0:
 			cur = append(cur, line...)
-		} else {
+		default:
 			line = append([]byte(nil), line...)
 		}
 		src, err := lr.next()
@@ -123,6 +144,10 @@ func (s *Sidecar) serveBulk(w http.ResponseWriter, r *http.Request, rt route) {
 		if src[len(src)-1] != '\n' {
 			abort(errNoTrailingNewline)
 			return
+		}
+		if denied != nil {
+			deny()
+			continue
 		}
 		if len(rules) == 0 {
 			cur = append(cur, src...)
@@ -142,6 +167,10 @@ func (s *Sidecar) serveBulk(w http.ResponseWriter, r *http.Request, rt route) {
 		segs = append(segs, bulkSegment{item: it})
 		enriched++
 		if err := s.acquire(ctx); err != nil {
+			if e, ok := err.(*esError); ok && e.Status == http.StatusUnauthorized {
+				abort(e) // Elasticsearch refused the client: no item is worth sending
+				return
+			}
 			it.err = toESError(err, KindImage)
 			continue
 		}
@@ -166,8 +195,8 @@ func (s *Sidecar) serveBulk(w http.ResponseWriter, r *http.Request, rt route) {
 			bufs = append(bufs, sg.item.line, sg.item.out, newline)
 		}
 	}
-	s.metrics.bulkItems.WithLabelValues("passed").Add(float64(n - enriched))
-	s.metrics.bulkItems.WithLabelValues("enriched").Add(float64(enriched - len(failed)))
+	s.metrics.bulkItems.WithLabelValues("passed").Add(float64(n - enriched - denials))
+	s.metrics.bulkItems.WithLabelValues("enriched").Add(float64(enriched - (len(failed) - denials)))
 	s.metrics.bulkItems.WithLabelValues("failed").Add(float64(len(failed)))
 
 	out := outRequest{method: r.Method, path: r.URL.EscapedPath(), rawQuery: r.URL.RawQuery, header: r.Header, bufs: bufs}

@@ -23,7 +23,7 @@ type Config struct {
 	// EmbedConcurrency bounds embeddings in flight over all requests.
 	EmbedConcurrency int `yaml:"embed_concurrency" doc:"images and texts embedded at once over all sidecar requests; a bulk waits for free slots instead of failing, so keep it at or above the Triton batch size to fill batches"`
 	// Credentials says which Elasticsearch credentials upstream calls carry.
-	Credentials string `yaml:"credentials" doc:"forward: pass the client's Authorization header on (Elasticsearch checks it); replace: drop it and use elasticsearch.username/password or api_key (then protect this listener: every client gets the gateway's rights, limited by allow)"`
+	Credentials string `yaml:"credentials" doc:"forward: pass the client's Authorization header on (Elasticsearch checks it, and authenticates the client before any inference); replace: admit clients by sidecar.api_keys and call Elasticsearch with elasticsearch.username/password or api_key (every client gets the gateway's rights, limited by allow; run-as and product-origin headers are dropped)"`
 	// TextModelID and ImageModelID are the model_id values a
 	// query_vector_builder must name for the sidecar to answer it.
 	TextModelID  string `yaml:"text_model_id" doc:"model_id of text_embedding query_vector_builders the sidecar computes; other model ids pass through to Elasticsearch's own inference"`
@@ -31,9 +31,31 @@ type Config struct {
 	// Rules say which document fields are embedded, per index pattern.
 	Rules []Rule `yaml:"rules" doc:"document enrichment rules: {index: glob, field: input field, kind: image|image_url|text, target: vector field, keep: keep the input field}; every rule whose index matches applies (YAML only)"`
 	// Allow lists operations refused by default that this deployment lets through.
-	Allow []string `yaml:"allow" doc:"extra operations let through, by name (e.g. indices.delete, delete_by_query, reindex, indices.put_mapping, cat, snapshot; * allows everything). Refused operations get a 403 security_exception naming the operation"`
+	Allow []string `yaml:"allow" doc:"extra operations let through, by name (e.g. indices.delete, delete_by_query, reindex, indices.put_mapping, cat, snapshot; * allows every operation of the route table). Refused operations, and paths the route table does not know, get a 403 security_exception naming the operation"`
 	// URLFetch controls image_url fields and url image query builders.
 	URLFetch URLFetch `yaml:"url_fetch"`
+	// AllowCompatibleWith7 lets v7-compatible media types through.
+	AllowCompatibleWith7 bool `yaml:"allow_compatible_with_7" doc:"accept Content-Type/Accept application/vnd.elasticsearch+json;compatible-with=7 (Elasticsearch then also routes typed v7 paths); off, such requests get 403"`
+	// WriteIndices are the indices listener clients may change.
+	WriteIndices []string `yaml:"write_indices" doc:"index names or globs (* or photos-*) that clients may write: documents, bulk items, index creation, mappings, settings, deletes. Wildcard targets must fall inside one glob"`
+	// WriteGatewayIndex lifts the read-only protection of the gateway's index.
+	WriteGatewayIndex bool `yaml:"write_gateway_index" doc:"let clients write the gateway's own alias (elasticsearch.index) and its concrete indices (<alias>-*); off, they are read-only through the sidecar (searches and gets pass)"`
+	// CreateIndex limits create-index (clone, shrink, split, rollover) bodies.
+	CreateIndex CreateIndex `yaml:"create_index"`
+	// MaxQueryBuilders bounds the query_vector_builders of one request.
+	MaxQueryBuilders int `yaml:"max_query_builders" doc:"most query_vector_builders the sidecar computes for one _search or _msearch request; more get 400 before any is computed"`
+	// MaxInflightBytes bounds the request bodies held at once.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes" doc:"request body bytes (after decoding) the sidecar holds at once over all requests; a request that would go over gets 429 with Retry-After. At least max_body_bytes"`
+	// APIKeys admit clients in replace mode.
+	APIKeys []string `yaml:"api_keys" doc:"keys a client must send as 'Authorization: ApiKey <key>' (comma-separated in the environment); required with credentials: replace, where they are the only way in. In forward mode Elasticsearch checks the client's own credentials before any inference"`
+}
+
+// CreateIndex says what create-index bodies may hold.
+type CreateIndex struct {
+	// Settings are the index settings a client may set.
+	Settings []string `yaml:"settings" doc:"index settings a create-index body may set, as names or globs without the index. prefix (analysis.* covers analyzers); anything else gets 403"`
+	// Aliases are the aliases a client may attach at creation.
+	Aliases []string `yaml:"aliases" doc:"alias names or globs a create-index body (or an allowed alias call) may attach; empty refuses every alias. The gateway's own alias is always refused"`
 }
 
 // Rule maps an input field of documents in matching indices to a vector field.
@@ -119,6 +141,21 @@ func DefaultConfig() Config {
 			Timeout:      10 * time.Second,
 			MaxRedirects: 3,
 		},
+		// Clients own the indices they create; the gateway's index is
+		// protected separately (WriteGatewayIndex).
+		WriteIndices: []string{"*"},
+		CreateIndex: CreateIndex{
+			// Shape and analysis, nothing that runs pipelines, blocks
+			// writes, moves shards or hides the index.
+			Settings: []string{"number_of_shards", "number_of_replicas", "auto_expand_replicas", "refresh_interval",
+				"max_result_window", "analysis.*", "similarity.*", "sort.*", "mapping.total_fields.limit"},
+		},
+		// A search carries a handful of kNN sections; an msearch of a few
+		// hundred is a large batch. 1024 embeddings are seconds of GPU time.
+		MaxQueryBuilders: 1024,
+		// Four default-sized bulks at once: memory stays bounded while
+		// parallel bulk helpers (4 workers by default) keep streaming.
+		MaxInflightBytes: 400 << 20,
 	}
 }
 
@@ -182,6 +219,38 @@ func (c Config) Validate() error {
 		if a != "*" && !opNameRe.MatchString(a) {
 			bad("allow[%d]: want an operation name such as indices.delete, or *, got %q", i, a)
 		}
+	}
+	for i, w := range c.WriteIndices {
+		if w == "" || strings.ContainsAny(w, `\/"<>| ,#?`) {
+			bad("write_indices[%d]: want an index name or glob such as * or photos-*, got %q", i, w)
+		}
+	}
+	for i, g := range c.CreateIndex.Settings {
+		if g == "" || strings.HasPrefix(g, "index.") {
+			bad("create_index.settings[%d]: want a setting name or glob without the index. prefix, got %q", i, g)
+		}
+	}
+	for i, a := range c.CreateIndex.Aliases {
+		if a == "" || strings.ContainsAny(a, `\/"<>| ,#?`) {
+			bad("create_index.aliases[%d]: want an alias name or glob, got %q", i, a)
+		}
+	}
+	if c.MaxQueryBuilders < 1 {
+		bad("max_query_builders: must be at least 1, got %d", c.MaxQueryBuilders)
+	}
+	if c.MaxInflightBytes < c.MaxBodyBytes {
+		bad("max_inflight_bytes: must be at least max_body_bytes (%d), got %d", c.MaxBodyBytes, c.MaxInflightBytes)
+	}
+	for i, k := range c.APIKeys {
+		if len(k) < 16 || strings.TrimSpace(k) != k {
+			bad("api_keys[%d]: keys must be at least 16 characters without surrounding spaces", i)
+		}
+	}
+	if c.Credentials == CredentialsReplace && len(c.APIKeys) == 0 {
+		bad("api_keys: required with credentials: replace (every client gets the gateway's Elasticsearch rights)")
+	}
+	if c.Credentials == CredentialsForward && len(c.APIKeys) > 0 {
+		bad("api_keys: only used with credentials: replace (in forward mode the Authorization header carries the client's Elasticsearch credentials)")
 	}
 	errs = append(errs, c.URLFetch.validate()...)
 	return errors.Join(errs...)

@@ -15,7 +15,13 @@ import (
 // acquire takes an embedding slot, waiting while ctx allows. Slots bound the
 // embeddings in flight over all requests so a large bulk queues here instead
 // of overflowing the decode queue (which answers 429 when full).
+//
+// It is also where inference admission is settled (admitted): every
+// embedding and image fetch comes after an acquire.
 func (s *Sidecar) acquire(ctx context.Context) error {
+	if err := admitted(ctx); err != nil {
+		return err
+	}
 	select {
 	case s.slots <- struct{}{}:
 		s.metrics.inflight.Inc()

@@ -19,6 +19,8 @@ type esError struct {
 	Reason string
 	// RetryAfter, when set, is sent as Retry-After (seconds).
 	RetryAfter int
+	// WWWAuthenticate are the challenges of a 401.
+	WWWAuthenticate []string
 }
 
 // Error types the sidecar adds. Elasticsearch's own types are used where the
@@ -125,6 +127,9 @@ func (e *esError) appendFull(b []byte) []byte {
 func writeESError(w http.ResponseWriter, r *http.Request, e *esError) {
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	for _, v := range e.WWWAuthenticate {
+		w.Header().Add("WWW-Authenticate", v)
 	}
 	status := e.Status
 	if status == 499 {

@@ -90,6 +90,12 @@ type fakeES struct {
 	reqs []recorded
 	// handler overrides the answer for a path when set.
 	handler func(w http.ResponseWriter, r *http.Request, body []byte) bool
+	// authenticate answers GET /_security/_authenticate (the sidecar's
+	// inference admission probe), which is counted in probes, not recorded
+	// with the other requests. Unset, it answers 405 as a distribution
+	// without the security module does.
+	authenticate func(w http.ResponseWriter, r *http.Request)
+	probes       atomic.Int64
 }
 
 type recorded struct {
@@ -120,6 +126,18 @@ func (f *fakeES) last() recorded {
 }
 
 func (f *fakeES) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/_security/_authenticate" {
+		f.probes.Add(1)
+		w.Header().Set("X-Elastic-Product", "Elasticsearch")
+		w.Header().Set("Content-Type", "application/json")
+		if f.authenticate != nil {
+			f.authenticate(w, r)
+			return
+		}
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		fmt.Fprint(w, `{"error":"Incorrect HTTP method for uri [/_security/_authenticate] and method [GET], allowed: [POST]","status":405}`)
+		return
+	}
 	body, _ := io.ReadAll(r.Body)
 	f.mu.Lock()
 	f.reqs = append(f.reqs, recorded{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), body})

@@ -120,17 +120,31 @@ func (f *fetcher) resolve(ctx context.Context, host string) ([]netip.Addr, error
 	return ips, nil
 }
 
+// Addresses that are never fetched besides what netip classifies
+// (loopback, private, link-local, multicast, unspecified).
 var (
-	cgnat      = netip.MustParsePrefix("100.64.0.0/10")
-	thisNet    = netip.MustParsePrefix("0.0.0.0/8")
-	benchmark  = netip.MustParsePrefix("198.18.0.0/15")
-	reserved4  = netip.MustParsePrefix("240.0.0.0/4")
-	nat64      = netip.MustParsePrefix("64:ff9b::/96")
-	ietfProto  = netip.MustParsePrefix("192.0.0.0/24")
-	sixToFour  = netip.MustParsePrefix("2002::/16")
-	teredo     = netip.MustParsePrefix("2001::/32")
-	discardV6  = netip.MustParsePrefix("100::/64")
-	siteLocal6 = netip.MustParsePrefix("fec0::/10")
+	nonPublic4 = []netip.Prefix{
+		netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
+		netip.MustParsePrefix("100.64.0.0/10"),   // CGNAT
+		netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+		netip.MustParsePrefix("192.0.2.0/24"),    // documentation
+		netip.MustParsePrefix("192.88.99.0/24"),  // 6to4 relay anycast
+		netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
+		netip.MustParsePrefix("198.51.100.0/24"), // documentation
+		netip.MustParsePrefix("203.0.113.0/24"),  // documentation
+		netip.MustParsePrefix("240.0.0.0/4"),     // reserved, and the broadcast address
+	}
+	// global6 is IPv6 global unicast. Everything outside it is refused,
+	// which covers every form that embeds an IPv4 address outside it:
+	// IPv4-compatible ::/96, SIIT ::ffff:0:0:0/96, NAT64 64:ff9b::/96 and
+	// 64:ff9b:1::/48, and also discard 100::/64, ULA, link- and site-local.
+	global6    = netip.MustParsePrefix("2000::/3")
+	nonPublic6 = []netip.Prefix{
+		netip.MustParsePrefix("2001::/23"),     // IETF protocol assignments: Teredo (embeds IPv4), benchmarking, ORCHID
+		netip.MustParsePrefix("2001:db8::/32"), // documentation
+		netip.MustParsePrefix("2002::/16"),     // 6to4: embeds an IPv4 address, reached through a relay
+		netip.MustParsePrefix("3fff::/20"),     // documentation
+	}
 )
 
 // checkAddr refuses every address that is not plainly public.
@@ -139,15 +153,42 @@ func (f *fetcher) checkAddr(ip netip.Addr) error {
 	if ip.IsLoopback() && f.allowLoopback {
 		return nil
 	}
-	switch {
-	case !ip.IsValid(), ip.IsLoopback(), ip.IsPrivate(), ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast(),
-		ip.IsInterfaceLocalMulticast(), ip.IsMulticast(), ip.IsUnspecified(),
-		cgnat.Contains(ip), thisNet.Contains(ip), benchmark.Contains(ip), reserved4.Contains(ip),
-		ietfProto.Contains(ip), nat64.Contains(ip), sixToFour.Contains(ip), teredo.Contains(ip),
-		discardV6.Contains(ip), siteLocal6.Contains(ip), ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+	if !publicAddr(ip) {
 		return errRefused("image URL resolves to a non-public address (%s); loopback, private, link-local and reserved addresses are never fetched", ip)
 	}
 	return nil
+}
+
+// publicAddr reports whether ip (IPv4-mapped addresses already unmapped)
+// is a public unicast address that embeds no other address.
+func publicAddr(ip netip.Addr) bool {
+	if !ip.IsValid() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+		return false
+	}
+	if ip.Is4() {
+		for _, p := range nonPublic4 {
+			if p.Contains(ip) {
+				return false
+			}
+		}
+		return true
+	}
+	if !global6.Contains(ip) {
+		return false
+	}
+	for _, p := range nonPublic6 {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	// An ISATAP interface id (00-00-5e-fe or 02-00-5e-fe, u/g bits aside)
+	// carries an IPv4 address in the low 32 bits, under any prefix.
+	b := ip.As16()
+	if b[8]&^0x03 == 0 && b[9] == 0 && b[10] == 0x5e && b[11] == 0xfe {
+		return false
+	}
+	return true
 }
 
 // checkURL applies the scheme and host allow-lists.

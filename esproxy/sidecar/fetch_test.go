@@ -171,3 +171,34 @@ func TestImageURLThroughTheSidecar(t *testing.T) {
 		t.Fatalf("url query: %d %s", status, resp)
 	}
 }
+
+// TestAddressesEmbeddingIPv4AreRefused: every IPv6 form that carries an
+// IPv4 address (or reaches one through a translator or relay) is refused,
+// whatever the embedded address, as are the IPv4 special ranges.
+func TestAddressesEmbeddingIPv4AreRefused(t *testing.T) {
+	f := testFetcher(false)
+	defer f.close()
+	for _, a := range []string{
+		"::10.0.0.1", "::127.0.0.1", "::8.8.8.8", // IPv4-compatible ::/96
+		"::ffff:10.0.0.1", "::ffff:169.254.169.254", // IPv4-mapped
+		"::ffff:0:10.0.0.1", "::ffff:0:8.8.8.8", // SIIT IPv4-translated
+		"64:ff9b::a00:1", "64:ff9b::7f00:1", "64:ff9b::808:808", // NAT64 well-known prefix
+		"64:ff9b:1::a00:1", "64:ff9b:1:ffff::808:808", // NAT64 local-use 64:ff9b:1::/48
+		"2002:a00:1::1", "2002:7f00:1::", "2002:c0a8:101::1", "2002:808:808::1", // 6to4
+		"2001:0:4136:e378:8000:63bf:f5ff:fffe",                           // Teredo
+		"2001:470:1f05::5efe:a00:1", "2001:470:1f05::200:5efe:a9fe:a9fe", // ISATAP interface ids
+		"2001:db8::1", "3fff::1", "100::1", "fc00::1", "fd12::1", "fe80::1", "fec0::1", "ff02::1", "::", "::1",
+		"0.0.0.1", "100.64.0.1", "192.0.0.8", "192.0.2.1", "192.88.99.1", "198.18.0.1", "198.51.100.7", "203.0.113.9",
+		"240.0.0.1", "255.255.255.255", "224.0.0.1", "169.254.169.254", "172.16.0.1", "192.168.1.1", "10.1.2.3", "127.0.0.53",
+	} {
+		ip := netip.MustParseAddr(a)
+		if err := f.checkAddr(ip); err == nil {
+			t.Errorf("%s accepted", a)
+		}
+	}
+	for _, a := range []string{"8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "2001:4860:4860::8888", "2a00:1450:4001:80b::200e", "::ffff:8.8.8.8"} {
+		if err := f.checkAddr(netip.MustParseAddr(a)); err != nil {
+			t.Errorf("public %s refused: %v", a, err)
+		}
+	}
+}

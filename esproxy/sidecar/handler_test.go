@@ -439,9 +439,10 @@ func TestPassThroughKeepsHeadersAndCompression(t *testing.T) {
 func TestCredentialsReplace(t *testing.T) {
 	h := newHarness(t, func(c *Config, es *esproxy.Config) {
 		c.Credentials = CredentialsReplace
+		c.APIKeys = []string{"listener-key-0123456789"}
 		es.APIKey = "a2V5OnNlY3JldA=="
 	})
-	h.do("GET", "/p/_doc/1", http.Header{"Authorization": {"Basic client"}}, nil)
+	h.do("GET", "/p/_doc/1", http.Header{"Authorization": {"ApiKey listener-key-0123456789"}}, nil)
 	if got := h.es.last().Header.Get("Authorization"); got != "ApiKey a2V5OnNlY3JldA==" {
 		t.Fatalf("Authorization upstream %q", got)
 	}
@@ -450,6 +451,7 @@ func TestCredentialsReplace(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.Credentials = CredentialsReplace
+	cfg.APIKeys = []string{"listener-key-0123456789"}
 	es := esproxy.DefaultConfig()
 	if _, err := New(cfg, es, &fakeImages{}, &fakeTexts{}, nil, nil); err == nil || !strings.Contains(err.Error(), "credentials: replace") {
 		t.Fatalf("replace without credentials: %v", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // A minimal JSON scanner over raw bytes. The sidecar rewrites documents by
@@ -204,12 +205,15 @@ func skipValue(b []byte, i int) (int, error) {
 }
 
 // unquote returns the string a raw JSON string literal (quotes included)
-// denotes. Without escapes it is a plain copy.
+// denotes. Without escapes (and with valid UTF-8) it is a plain copy;
+// otherwise encoding/json decides, invalid UTF-8 becoming U+FFFD, so that
+// a key or index name reads the same here as in every JSON decoder that
+// sees the bytes after us (FuzzObjectMembers found the difference).
 func unquote(raw []byte) (string, error) {
 	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
 		return "", errors.New("not a string")
 	}
-	if bytes.IndexByte(raw, '\\') < 0 {
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
 		return string(raw[1 : len(raw)-1]), nil
 	}
 	var s string
@@ -222,7 +226,7 @@ func unquoteBytes(raw []byte) ([]byte, error) {
 	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
 		return nil, errors.New("not a string")
 	}
-	if bytes.IndexByte(raw, '\\') < 0 {
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
 		return raw[1 : len(raw)-1], nil
 	}
 	var s string

@@ -31,6 +31,11 @@ func TestValidateNamesFields(t *testing.T) {
 	)
 	c.Allow = []string{"Indices.Delete"}
 	c.URLFetch = URLFetch{Enabled: true, Schemes: []string{"ftp"}, Hosts: []string{"Bad Host"}, MaxBytes: 0, Timeout: 0, MaxRedirects: 11}
+	c.WriteIndices = []string{"a/b"}
+	c.CreateIndex = CreateIndex{Settings: []string{"index.blocks.write"}, Aliases: []string{""}}
+	c.MaxQueryBuilders = 0
+	c.MaxInflightBytes = 1
+	c.APIKeys = []string{"short"}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("no error")
@@ -39,7 +44,8 @@ func TestValidateNamesFields(t *testing.T) {
 		"listen:", "max_body_bytes:", "request_timeout:", "embed_concurrency:", "credentials:",
 		"rules[2].index:", "rules[2].kind:", "rules[2].target: must differ", "rules[3]: same index and field as rules[0]",
 		"allow[0]:", "url_fetch.schemes[0]:", "url_fetch.hosts[0]:", "url_fetch.max_bytes:", "url_fetch.timeout:",
-		"url_fetch.max_redirects:",
+		"url_fetch.max_redirects:", "write_indices[0]:", "create_index.settings[0]:", "create_index.aliases[0]:",
+		"max_query_builders:", "max_inflight_bytes:", "api_keys[0]:",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -123,7 +129,7 @@ func TestClassify(t *testing.T) {
 	}{
 		{"GET", "/", "info", rootInfo, ""},
 		{"HEAD", "/", "info", rootInfo, ""},
-		{"DELETE", "/", "indices.delete", passThrough, ""},
+		{"DELETE", "/", "other", passThrough, ""},
 		{"POST", "/_bulk", "bulk", bulkWrite, ""},
 		{"PUT", "/photos/_bulk", "bulk", bulkWrite, "photos"},
 		{"POST", "/photos/_doc", "index", docWrite, "photos"},
@@ -148,16 +154,16 @@ func TestClassify(t *testing.T) {
 		{"PUT", "/photos/_mapping", "indices.put_mapping", passThrough, "photos"},
 		{"GET", "/photos/_count", "count", passThrough, "photos"},
 		{"POST", "/_mget", "mget", passThrough, ""},
-		{"PUT", "/photos", "indices.create", passThrough, "photos"},
+		{"PUT", "/photos", "indices.create", indexBody, "photos"},
 		{"HEAD", "/photos", "indices.exists", passThrough, "photos"},
 		{"GET", "/photos", "indices.get", passThrough, "photos"},
 		{"DELETE", "/photos", "indices.delete", passThrough, "photos"},
 		{"GET", "/_cluster/health", "cluster.health", passThrough, ""},
-		{"GET", "/_cluster/health/photos", "cluster.health", passThrough, ""},
+		{"GET", "/_cluster/health/photos", "cluster.health", passThrough, "photos"},
 		{"PUT", "/_cluster/settings", "cluster.put_settings", passThrough, ""},
 		{"POST", "/photos/_delete_by_query", "delete_by_query", passThrough, "photos"},
 		{"POST", "/photos/_update_by_query", "update_by_query", passThrough, "photos"},
-		{"POST", "/_reindex", "reindex", passThrough, ""},
+		{"POST", "/_reindex", "reindex", reindexBody, ""},
 		{"PUT", "/_snapshot/repo/snap", "snapshot", passThrough, ""},
 		{"POST", "/_security/user/x", "security", passThrough, ""},
 		{"PUT", "/_nodes/n1/shutdown", "nodes.shutdown", passThrough, ""},
@@ -307,19 +313,24 @@ func TestRewriteSearch(t *testing.T) {
 	ivec := string(esproxy.AppendVector(nil, fakeVector([]byte("query image"))))
 	text := `{"text_embedding":{"model_id":"clip_text","model_text":"a red car"}}`
 	image := `{"image_embedding":{"model_id":"clip_image","image":"` + img + `"}}`
+	// Exact scores on quantised fields, as the native API returns them.
+	rs := `,"rescore_vector":{"oversample":3}`
 	for name, c := range map[string]struct{ in, want string }{
 		"knn object": {
 			`{"knn":{"field":"v","k":3,"num_candidates":10,"query_vector_builder":` + text + `},"size":3}`,
-			`{"knn":{"field":"v","k":3,"num_candidates":10,"query_vector":` + tvec + `},"size":3}`},
+			`{"knn":{"field":"v","k":3,"num_candidates":10,"query_vector":` + tvec + rs + `},"size":3}`},
 		"knn array": {
 			`{"knn":[{"field":"v","k":1,"query_vector_builder":` + text + `},{"field":"v","k":2,"query_vector_builder":` + image + `}]}`,
-			`{"knn":[{"field":"v","k":1,"query_vector":` + tvec + `},{"field":"v","k":2,"query_vector":` + ivec + `}]}`},
+			`{"knn":[{"field":"v","k":1,"query_vector":` + tvec + rs + `},{"field":"v","k":2,"query_vector":` + ivec + rs + `}]}`},
 		"knn query in bool": {
 			`{"query":{"bool":{"must":[{"knn":{"field":"v","query_vector_builder":` + image + `,"filter":{"term":{"a":"<b>"}}}}]}}}`,
-			`{"query":{"bool":{"must":[{"knn":{"field":"v","filter":{"term":{"a":"<b>"}},"query_vector":` + ivec + `}}]}}}`},
+			`{"query":{"bool":{"must":[{"knn":{"field":"v","filter":{"term":{"a":"<b>"}},"query_vector":` + ivec + rs + `}}]}}}`},
 		"retriever": {
 			`{"retriever":{"knn":{"field":"v","k":1,"num_candidates":5,"query_vector_builder":` + text + `}}}`,
-			`{"retriever":{"knn":{"field":"v","k":1,"num_candidates":5,"query_vector":` + tvec + `}}}`},
+			`{"retriever":{"knn":{"field":"v","k":1,"num_candidates":5,"query_vector":` + tvec + rs + `}}}`},
+		"client's own rescore kept": {
+			`{"knn":{"field":"v","k":1,"rescore_vector":{"oversample":7},"query_vector_builder":` + text + `}}`,
+			`{"knn":{"field":"v","k":1,"rescore_vector":{"oversample":7},"query_vector":` + tvec + `}}`},
 	} {
 		out, changed, err := h.sc.rewriteSearch(context.Background(), []byte(c.in))
 		if err != nil || !changed {
@@ -334,6 +345,12 @@ func TestRewriteSearch(t *testing.T) {
 		if string(gb) != string(wb) {
 			t.Errorf("%s:\ngot  %s\nwant %s", name, out, c.want)
 		}
+	}
+	// rescore_oversample 0 leaves the knn as the client wrote it.
+	off := newHarness(t, func(_ *Config, es *esproxy.Config) { es.RescoreOversample = 0 })
+	out, _, err := off.sc.rewriteSearch(context.Background(), []byte(`{"knn":{"field":"v","k":1,"query_vector_builder":`+text+`}}`))
+	if err != nil || strings.Contains(string(out), "rescore_vector") {
+		t.Errorf("oversample 0: %s %v", out, err)
 	}
 	// Untouched bodies pass byte for byte, including ES-served builders.
 	for _, in := range []string{

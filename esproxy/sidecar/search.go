@@ -55,6 +55,7 @@ func (s *Sidecar) rewriteSearch(ctx context.Context, body []byte) ([]byte, bool,
 	for _, b := range bs {
 		delete(b.obj, "query_vector_builder")
 		b.obj["query_vector"] = json.RawMessage(esproxy.AppendVector(nil, b.vec))
+		s.addRescore(b.obj)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -63,6 +64,22 @@ func (s *Sidecar) rewriteSearch(ctx context.Context, body []byte) ([]byte, bool,
 		return nil, false, err
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), true, nil
+}
+
+// addRescore asks for exact scores on a kNN search the sidecar built, as
+// the native API gets them, unless the client chose its own rescore_vector.
+// It is added whatever the field's mapping: knowing it would cost a mapping
+// lookup per index pattern, and Elasticsearch 8.19 ignores rescore_vector on
+// float (hnsw, flat) fields (verified: identical hits and scores), so it
+// only acts where the vectors are quantised.
+func (s *Sidecar) addRescore(knn map[string]any) {
+	if s.oversample <= 0 {
+		return
+	}
+	if _, set := knn["rescore_vector"]; set {
+		return
+	}
+	knn["rescore_vector"] = map[string]any{"oversample": s.oversample}
 }
 
 // collectBuilders walks the decoded body for objects with a
@@ -219,6 +236,10 @@ func (s *Sidecar) serveSearch(w http.ResponseWriter, r *http.Request) {
 		writeESError(w, r, upstreamError(r.Context(), err))
 		return
 	}
+	if bytes.Count(body, qvbKey) > s.cfg.MaxQueryBuilders {
+		writeESError(w, r, tooManyBuilders(s.cfg.MaxQueryBuilders))
+		return
+	}
 	newBody, changed, err := s.rewriteSearch(r.Context(), body)
 	if err != nil {
 		writeESError(w, r, toESError(err, KindImage))
@@ -240,10 +261,12 @@ type msearchItem struct {
 	err    *esError
 }
 
-// serveMsearch rewrites the bodies of an _msearch that carry builders, all
-// concurrently. A search whose builder fails (a bad image) is answered by
-// the sidecar in place, as Elasticsearch answers a failing search inside an
-// msearch; the others run.
+// serveMsearch rewrites the bodies of an _msearch that carry builders,
+// after the whole body is read and its builders counted (at most
+// sidecar.max_query_builders), through a bounded pool (rewriteMsearchItems).
+// A search whose builder fails (a bad image) is answered by the sidecar in
+// place, as Elasticsearch answers a failing search inside an msearch; the
+// others run.
 func (s *Sidecar) serveMsearch(w http.ResponseWriter, r *http.Request, rt route) {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(r.Context())
@@ -254,10 +277,11 @@ func (s *Sidecar) serveMsearch(w http.ResponseWriter, r *http.Request, rt route)
 		return
 	}
 	var (
-		wg   sync.WaitGroup
-		segs []msearchSegment
-		cur  []byte
-		n    int
+		segs     []msearchSegment
+		items    []*msearchItem
+		builders int
+		cur      []byte
+		n        int
 	)
 	lr := newLineReader(body)
 	for {
@@ -266,8 +290,6 @@ func (s *Sidecar) serveMsearch(w http.ResponseWriter, r *http.Request, rt route)
 			break
 		}
 		if err != nil {
-			cancel()
-			wg.Wait()
 			writeESError(w, r, upstreamError(ctx, err))
 			return
 		}
@@ -279,8 +301,6 @@ func (s *Sidecar) serveMsearch(w http.ResponseWriter, r *http.Request, rt route)
 			break
 		}
 		if err != nil {
-			cancel()
-			wg.Wait()
 			writeESError(w, r, upstreamError(ctx, err))
 			return
 		}
@@ -295,29 +315,23 @@ func (s *Sidecar) serveMsearch(w http.ResponseWriter, r *http.Request, rt route)
 			segs = append(segs, msearchSegment{raw: cur})
 			cur = nil
 		}
+		// Admission before any per-item work: the count is an upper bound
+		// (the key could sit inside a string), taken before anything is parsed.
+		if builders += bytes.Count(sbody, qvbKey); builders > s.cfg.MaxQueryBuilders {
+			writeESError(w, r, tooManyBuilders(s.cfg.MaxQueryBuilders))
+			return
+		}
 		it := &msearchItem{pos: pos, header: header, body: append([]byte(nil), bytes.TrimRight(sbody, " \t\r\n")...)}
 		segs = append(segs, msearchSegment{item: it})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				if p := recover(); p != nil {
-					s.log.Error("sidecar: panic rewriting an msearch body", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
-					it.err = newESError(http.StatusInternalServerError, typeInternal, "internal error")
-				}
-			}()
-			out, _, err := s.rewriteSearch(ctx, it.body)
-			if err != nil {
-				it.err = toESError(err, KindImage)
-				return
-			}
-			it.out = out
-		}()
+		items = append(items, it)
 	}
 	if len(cur) > 0 {
 		segs = append(segs, msearchSegment{raw: cur})
 	}
-	wg.Wait()
+	if e := s.rewriteMsearchItems(ctx, items); e != nil {
+		writeESError(w, r, e)
+		return
+	}
 
 	bufs := make([][]byte, 0, 3*len(segs))
 	var failed []*msearchItem

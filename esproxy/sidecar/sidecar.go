@@ -40,6 +40,9 @@ type Sidecar struct {
 	rules    ruleSet
 	allow    allowSet
 	labels   labelSet
+	guard    writeGuard
+	budgets  []Budget
+	auth     authCache
 	up       *upstream
 	images   ImageEmbedder
 	texts    TextEmbedder
@@ -48,6 +51,9 @@ type Sidecar struct {
 	log      *zap.Logger
 	metrics  *metrics
 	vecBytes int // a guess at a vector's JSON size, to size buffers
+	// oversample is elasticsearch.rescore_oversample, added as rescore_vector
+	// to the kNN searches whose vector the sidecar computes (0: never).
+	oversample float64
 }
 
 // New builds the sidecar. es supplies the upstream addresses, credentials
@@ -72,17 +78,20 @@ func New(cfg Config, es esproxy.Config, images ImageEmbedder, texts TextEmbedder
 		return nil, err
 	}
 	s := &Sidecar{
-		cfg:      cfg,
-		rules:    ruleSet(cfg.Rules),
-		allow:    newAllowSet(cfg.Allow),
-		labels:   newLabelSet(cfg.Allow),
-		up:       up,
-		images:   images,
-		texts:    texts,
-		slots:    make(chan struct{}, cfg.EmbedConcurrency),
-		log:      log,
-		metrics:  m,
-		vecBytes: 512 * 12,
+		cfg:        cfg,
+		rules:      ruleSet(cfg.Rules),
+		allow:      newAllowSet(cfg.Allow),
+		labels:     newLabelSet(cfg.Allow),
+		guard:      newWriteGuard(cfg, es.Index),
+		budgets:    []Budget{newByteBudget(cfg.MaxInflightBytes)},
+		up:         up,
+		images:     images,
+		texts:      texts,
+		slots:      make(chan struct{}, cfg.EmbedConcurrency),
+		log:        log,
+		metrics:    m,
+		vecBytes:   512 * 12,
+		oversample: es.RescoreOversample,
 	}
 	if cfg.URLFetch.Enabled {
 		s.fetch = newFetcher(cfg.URLFetch, nil)
@@ -106,8 +115,11 @@ func (s *Sidecar) Close() {
 	}
 }
 
-// ServeHTTP classifies the request, refuses what the allow-list does not
-// name, and hands the rest to its handler.
+// ServeHTTP classifies the request against the route table, refuses what
+// the table, the allow-list or the write rules do not let through, admits
+// the client (API key in replace mode) and its body (bytes in flight), and
+// hands the rest to its handler. Inference admission in forward mode comes
+// later, at the first embedding (see auth.go).
 func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rt := classify(r.Method, r.URL.EscapedPath())
@@ -126,17 +138,28 @@ func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.metrics.requests.WithLabelValues(op, strconv.Itoa(rec.status)).Inc()
 		s.metrics.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	}()
-	if !s.allow.allowed(rt.Op) {
-		s.metrics.refused.WithLabelValues(s.labels.label(rt.Op)).Inc()
-		s.log.Info("sidecar: refused", zap.String("op", rt.Op), zap.String("method", r.Method), zap.String("path", r.URL.Path))
-		writeESError(rec, r, newESError(http.StatusForbidden, typeSecurity, fmt.Sprintf(
-			"action [%s] (%s %s) is not allowed through the tusou Elasticsearch sidecar; enable it with sidecar.allow",
-			rt.Op, r.Method, r.URL.Path)))
+	if e := s.admit(r, rt); e != nil {
+		if e.Status == http.StatusForbidden {
+			s.metrics.refused.WithLabelValues(s.labels.label(rt.Op)).Inc()
+			s.log.Info("sidecar: refused", zap.String("op", rt.Op), zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("reason", e.Reason))
+		}
+		writeESError(rec, r, e)
 		return
 	}
 	ctx, cancel := requestDeadline(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
 	r = r.WithContext(ctx)
+	if rt.How != passThrough && rt.How != rootInfo {
+		var rv *reservation
+		var e *esError
+		r, rv, e = s.withReservation(r, s.cfg.MaxBodyBytes)
+		defer rv.release()
+		if e != nil {
+			writeESError(rec, r, e)
+			return
+		}
+	}
+	r = s.withGate(r)
 	switch rt.How {
 	case rootInfo:
 		s.serveInfo(rec, r)
@@ -148,9 +171,89 @@ func (s *Sidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveSearch(rec, r)
 	case searchMulti:
 		s.serveMsearch(rec, r, rt)
+	case indexBody, aliasActions, reindexBody:
+		s.serveChecked(rec, r, rt)
 	default:
 		s.passThrough(rec, r)
 	}
+}
+
+// admit applies every check that needs no body: the listener's API key
+// (replace mode: nothing is answered to a client without it), refused
+// headers and parameters, the route table, the allow-list and the write
+// rules.
+func (s *Sidecar) admit(r *http.Request, rt route) *esError {
+	if s.cfg.Credentials == CredentialsReplace {
+		if e := s.checkAPIKey(r); e != nil {
+			return e
+		}
+	}
+	notAllowed := func(why string) *esError {
+		return newESError(http.StatusForbidden, typeSecurity, fmt.Sprintf(
+			"action [%s] (%s %s) is not allowed through the tusou Elasticsearch sidecar: %s", rt.Op, r.Method, r.URL.Path, why))
+	}
+	if why := requestRefusal(r, s.cfg.AllowCompatibleWith7); why != "" {
+		return notAllowed(why)
+	}
+	if rt.Refusal != "" {
+		return notAllowed(rt.Refusal)
+	}
+	if !s.allow.allowed(rt.Op) {
+		return notAllowed("enable it with sidecar.allow")
+	}
+	return s.checkTargets(r, rt)
+}
+
+// checkTargets applies the write rules to the indices (and alias) a
+// request's path names. Bulk items are checked one by one (serveBulk).
+func (s *Sidecar) checkTargets(r *http.Request, rt route) *esError {
+	if !rt.Write {
+		return nil
+	}
+	check := s.guard.check
+	if rt.How == docWrite || rt.How == docUpdate || rt.Op == "delete" || rt.Op == "indices.create" {
+		check = s.guard.checkOne
+	}
+	if e := check(rt.Op, rt.Index); e != nil {
+		return e
+	}
+	if rt.Target == "" {
+		return nil
+	}
+	if rt.Op == "indices.update_aliases" && r.Method != http.MethodDelete {
+		return s.checkAlias(rt.Op, rt.Target)
+	}
+	return s.guard.check(rt.Op, rt.Target)
+}
+
+// serveChecked forwards a body the sidecar must judge first: create-index
+// (clone, shrink, split, rollover) bodies, alias actions and the
+// destination of a reindex.
+func (s *Sidecar) serveChecked(w http.ResponseWriter, r *http.Request, rt route) {
+	body, decoded, err := readAllBody(w, r, s.cfg.MaxBodyBytes)
+	if err != nil {
+		writeESError(w, r, upstreamError(r.Context(), err))
+		return
+	}
+	var e *esError
+	switch rt.How {
+	case aliasActions:
+		e = s.checkAliasActions(body)
+	case reindexBody:
+		e = s.checkReindex(body)
+	default:
+		e = s.checkIndexBody(rt.Op, body)
+	}
+	if e != nil {
+		s.metrics.refused.WithLabelValues(s.labels.label(rt.Op)).Inc()
+		writeESError(w, r, e)
+		return
+	}
+	out := outRequest{method: r.Method, path: r.URL.EscapedPath(), rawQuery: r.URL.RawQuery, header: r.Header, bufs: [][]byte{body}}
+	if decoded {
+		out.dropHeaders = []string{"Content-Encoding"}
+	}
+	s.forward(w, r, out)
 }
 
 // statusRecorder remembers the status for metrics and whether anything was written.

@@ -176,11 +176,20 @@ func (u *upstream) build(ctx context.Context, base *url.URL, r outRequest) (*htt
 	// 100-continue round trip upstream would only add latency.
 	req.Header.Del("Expect")
 	if u.replace {
-		req.Header.Del("Es-Secondary-Authorization")
+		// The gateway's credentials act for the client: nothing the client
+		// sends may widen them (run as another user, a secondary identity,
+		// or an Elastic product's origin, which lifts deprecation and
+		// system-index guards).
+		for _, h := range replaceStripped {
+			req.Header.Del(h)
+		}
 		req.Header.Set("Authorization", u.auth)
 	}
 	return req, nil
 }
+
+// replaceStripped are client headers dropped in replace mode.
+var replaceStripped = []string{"Es-Secondary-Authorization", "Es-Security-Runas-User", "X-Elastic-Product-Origin"}
 
 func isDialError(err error) bool {
 	var op *net.OpError
