@@ -10,12 +10,16 @@ import (
 	"math"
 	"sync"
 
+	"github.com/tusou/tusou/admission"
 	"github.com/tusou/tusou/apierr"
 	"github.com/tusou/tusou/preprocess"
 )
 
 // ImageModel computes one raw (unnormalised) embedding from one CHW tensor.
 // The triton package's ImageEncoder implements it, batching concurrent calls.
+// The model owns pixels until Embed returns a result: when Embed returns
+// because ctx ended, a batch it joined may still be reading them, so the
+// caller must not reuse them.
 type ImageModel interface {
 	Embed(ctx context.Context, pixels []float32) ([]float32, error)
 }
@@ -35,6 +39,12 @@ type Preprocessor interface {
 	Preprocess(ctx context.Context, data []byte, dst []float32) (preprocess.Info, error)
 }
 
+// decodeCoster is implemented by preprocessors that can tell the memory a
+// decode needs from the header (preprocess.Preprocessor.DecodeCost).
+type decodeCoster interface {
+	DecodeCost(data []byte) int64
+}
+
 // Images embeds images. It is safe for concurrent use.
 type Images struct {
 	pre    Preprocessor
@@ -42,6 +52,7 @@ type Images struct {
 	limit  *Limiter
 	tensor int
 	pool   sync.Pool
+	budget *admission.Budget // nil: decodes are not charged
 }
 
 // NewImages returns an image embedder. tensorLen is the model input size
@@ -52,20 +63,34 @@ func NewImages(pre Preprocessor, model ImageModel, tensorLen int, limit *Limiter
 	return m
 }
 
+// UseBudget charges each decode's memory (the preprocessor's DecodeCost) to
+// b while the image is decoded; when it does not fit, Embed fails with
+// Overloaded (429). A decode is charged at most half the budget, so the
+// largest image max_pixels allows can still be decoded when the budget is
+// otherwise quiet. Call it before serving.
+func (m *Images) UseBudget(b *admission.Budget) { m.budget = b }
+
 // Embed decodes, preprocesses and embeds one image, returning a unit vector.
 func (m *Images) Embed(ctx context.Context, data []byte) ([]float32, preprocess.Info, error) {
 	buf := m.pool.Get().(*[]float32)
-	defer m.pool.Put(buf)
 	var info preprocess.Info
 	err := m.limit.Do(ctx, func() error {
-		var err error
+		release, err := m.chargeDecode(data)
+		if err != nil {
+			return err
+		}
+		defer release()
 		info, err = m.pre.Preprocess(ctx, data, *buf)
 		return err
 	})
 	if err != nil {
+		m.pool.Put(buf)
 		return nil, info, err
 	}
 	vec, err := m.model.Embed(ctx, *buf)
+	if ctx.Err() == nil {
+		m.pool.Put(buf)
+	} // else the caller gave up and a batch may still read buf: the GC takes it
 	if err != nil {
 		return nil, info, err
 	}
@@ -73,6 +98,20 @@ func (m *Images) Embed(ctx context.Context, data []byte) ([]float32, preprocess.
 		return nil, info, err
 	}
 	return vec, info, nil
+}
+
+// chargeDecode reserves the decode's memory in the budget, if any; inside a
+// worker slot, because only running decodes hold decoded pixels.
+func (m *Images) chargeDecode(data []byte) (release func(), err error) {
+	c, ok := m.pre.(decodeCoster)
+	if m.budget == nil || !ok {
+		return func() {}, nil
+	}
+	n := min(c.DecodeCost(data), m.budget.Limit()/2)
+	if !m.budget.TryAcquire(n) {
+		return nil, m.budget.Refused("image_decode", n)
+	}
+	return func() { m.budget.Release(n) }, nil
 }
 
 // Texts embeds texts. It is safe for concurrent use.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tusou/tusou/apierr"
 	"github.com/tusou/tusou/preprocess"
+	"github.com/tusou/tusou/triton"
 )
 
 func TestNormalize(t *testing.T) {
@@ -123,4 +124,78 @@ func TestImagesEmbed(t *testing.T) {
 	if _, _, err := NewImages(fakePre{err: bad}, m, 4, NewLimiter(1, 1, nil)).Embed(context.Background(), nil); !errors.Is(err, bad) {
 		t.Fatalf("preprocess error not returned: %v", err)
 	}
+}
+
+// filler writes the call number into every value of the tensor, so a buffer
+// reused by a later call is visible in its content.
+type filler struct{ calls atomic.Int64 }
+
+func (f *filler) Preprocess(_ context.Context, _ []byte, dst []float32) (preprocess.Info, error) {
+	v := float32(f.calls.Add(1))
+	for i := range dst {
+		dst[i] = v
+	}
+	return preprocess.Info{Format: "png", Width: 1, Height: 1}, nil
+}
+
+// TestCanceledEmbedDoesNotRecycleTensorInUse: a caller that gives up returns
+// from the real triton batcher's Submit while the batch it joined may still
+// be reading its tensor (the flush copies it into the gRPC request). Embed
+// must not hand that tensor to the next request: the flush would send the
+// next image's pixels for this one (and -race reports the write).
+func TestCanceledEmbedDoesNotRecycleTensorInUse(t *testing.T) {
+	const n = 64
+	for round := 0; round < 20; round++ {
+		inFlush := make(chan struct{})
+		release := make(chan struct{})
+		seen := make(chan float32, 1)
+		var flushes atomic.Int64
+		flush := func(_ context.Context, items [][]float32) ([][]float32, error) {
+			first := flushes.Add(1) == 1
+			if first { // the first call's batch: held until released
+				close(inFlush)
+				<-release
+			}
+			// What the gRPC request would carry: a copy of every value.
+			var sum float32
+			for _, v := range items[0] {
+				sum += v
+			}
+			if first {
+				seen <- sum / n
+			}
+			return [][]float32{{1, 0}}, nil
+		}
+		b := triton.NewBatcher("clip_image", triton.BatcherConfig{MaxBatchSize: 1, MaxDelay: time.Millisecond, QueueSize: 4, MaxInflight: 2},
+			flush, nil, nil, time.Second)
+		e := NewImages(&filler{}, batcherModel{b}, n, NewLimiter(1, 4, nil))
+
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { _, _, err := e.Embed(ctx, []byte("first")); errc <- err }()
+		<-inFlush
+		cancel() // the client went away while its batch is in flight
+		if err := <-errc; apierr.KindOf(err) != apierr.Canceled {
+			t.Fatalf("first embed: want Canceled, got %v", err)
+		}
+		// The next request reuses a pooled tensor if Embed recycled the first one.
+		if _, _, err := e.Embed(context.Background(), []byte("second")); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		if got := <-seen; got != 1 {
+			t.Fatalf("round %d: the first image's batch sent the values of call %v: its tensor was reused while in flight", round, got)
+		}
+		if err := b.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type batcherModel struct {
+	b *triton.Batcher[[]float32, []float32]
+}
+
+func (m batcherModel) Embed(ctx context.Context, px []float32) ([]float32, error) {
+	return m.b.Submit(ctx, px)
 }

@@ -126,7 +126,9 @@ func NewBatcher[In, Out any](name string, cfg BatcherConfig, flush FlushFunc[In,
 // Submit queues in for the next batch and waits for its result. It returns
 // at once with apierr.Overloaded when the queue is full and apierr.Unavailable
 // after Close; when ctx ends first it returns Timeout or Canceled and the item
-// is skipped if its batch was not sent yet.
+// is skipped if its batch was not sent yet. in belongs to the batcher until
+// Submit returns a result: after a return because ctx ended, a batch being
+// sent may still read it, so the caller must not modify or reuse it.
 func (b *Batcher[In, Out]) Submit(ctx context.Context, in In) (Out, error) {
 	var zero Out
 	if ctx.Err() != nil {

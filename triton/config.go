@@ -120,9 +120,10 @@ type TextModelConfig struct {
 	// 16) lets its dynamic batcher merge batches from several gateways, at
 	// the cost of computing masked padding.
 	PadToMultiple int `yaml:"pad_to_multiple"`
-	// PadID is the [PAD] token id used to pad shorter sequences in a batch
-	// (from the tokenizer; masked out, so its value does not change results).
-	PadID int64 `yaml:"pad_id"`
+	// PadID is the [PAD] token id used to pad shorter sequences in a batch.
+	// It is not a setting: the gateway takes it from the tokenizer file
+	// (app.Build), so it cannot disagree with the tokenizer.
+	PadID int64 `yaml:"-"`
 }
 
 // BatcherConfig configures one dynamic micro-batcher.
@@ -327,9 +328,6 @@ func (c Config) Validate() error {
 	}
 	if c.Text.PadToMultiple < 1 {
 		bad("text_model.pad_to_multiple", "must be >= 1 (1 = pad to the longest sequence), got %d", c.Text.PadToMultiple)
-	}
-	if c.Text.PadID < 0 {
-		bad("text_model.pad_id", "must be >= 0, got %d", c.Text.PadID)
 	}
 	return errors.Join(errs...)
 }

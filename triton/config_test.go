@@ -72,7 +72,6 @@ image_model:
   batcher: {max_batch_size: 64, max_delay: 5ms, queue_size: 512, max_inflight: 2}
 text_model:
   name: clip_text_v2
-  pad_id: 1
   max_seq_len: 77
   batcher: {max_delay: 500us}
 `
@@ -87,8 +86,15 @@ text_model:
 	}
 	if cfg.Image.Name != "clip_image_v2" || cfg.Image.Version != "3" || cfg.Image.Dims != 768 ||
 		cfg.Image.Batcher.MaxDelay != 5*time.Millisecond || cfg.Image.Batcher.QueueSize != 512 ||
-		cfg.Text.PadID != 1 || cfg.Text.MaxSeqLen != 77 || cfg.Text.Batcher.MaxDelay != 500*time.Microsecond ||
+		cfg.Text.MaxSeqLen != 77 || cfg.Text.Batcher.MaxDelay != 500*time.Microsecond ||
 		cfg.Text.Batcher.MaxBatchSize != DefaultConfig().Text.Batcher.MaxBatchSize || cfg.Keepalive.Time != time.Minute {
 		t.Errorf("decoded %+v", cfg)
+	}
+	// pad_id is the tokenizer's, not a setting: configuring it is an error,
+	// not a value silently overwritten at start-up.
+	dec = yaml.NewDecoder(strings.NewReader("text_model: {pad_id: 1}\n"))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err == nil || !strings.Contains(err.Error(), "pad_id") {
+		t.Errorf("text_model.pad_id: want an unknown-field error, got %v", err)
 	}
 }

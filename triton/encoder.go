@@ -18,7 +18,45 @@ type ImageEncoder struct {
 	cfg     ImageModelConfig
 	elems   int // floats per image: C*H*W
 	batcher *Batcher[[]float32, []float32]
-	bufs    sync.Pool // *[]byte, one request tensor of up to MaxBatchSize images
+	bufs    busyPool // request tensors, reused only while batches overlap
+}
+
+// busyPool keeps request buffers for reuse only while another batch is in
+// flight. Under load (batches overlapping) every batch reuses a buffer; when
+// the last in-flight batch ends, the buffers are dropped, so an idle gateway
+// does not pin MaxInflight full-batch tensors (64 images are 38 MB each) the
+// way a sync.Pool would until two garbage collections later.
+type busyPool struct {
+	mu    sync.Mutex
+	users int
+	free  [][]byte
+}
+
+// get returns a buffer of n bytes (contents undefined).
+func (p *busyPool) get(n int) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users++
+	for len(p.free) > 0 {
+		b := p.free[len(p.free)-1]
+		p.free = p.free[:len(p.free)-1]
+		if cap(b) >= n {
+			return b[:n]
+		}
+	}
+	return make([]byte, n)
+}
+
+// put returns b; it is kept only if another batch is still in flight.
+func (p *busyPool) put(b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users--
+	if p.users > 0 {
+		p.free = append(p.free, b)
+	} else {
+		p.free = nil
+	}
 }
 
 // NewImageEncoder starts the image model's batcher on c (config section
@@ -32,7 +70,9 @@ func NewImageEncoder(c *Client) *ImageEncoder {
 
 // Embed returns the embedding (Dims floats) of one image tensor of
 // Channels*Height*Width floats in CHW order. It waits for a batch; errors
-// are *apierr.Error (Overloaded when the queue is full, Timeout, ...).
+// are *apierr.Error (Overloaded when the queue is full, Timeout, ...). When
+// it returns because ctx ended, pixels may still be read by the batch it
+// joined: the caller must not reuse them (see Batcher.Submit).
 func (e *ImageEncoder) Embed(ctx context.Context, pixels []float32) ([]float32, error) {
 	if err := e.check(pixels); err != nil {
 		return nil, err
@@ -71,17 +111,12 @@ func (e *ImageEncoder) check(pixels []float32) error {
 }
 
 // flush sends one batch as a single [n,C,H,W] FP32 tensor. The request
-// buffer is pooled: a 32-image batch is 19 MB, and allocating that per batch
-// would churn the GC at thousands of images per second.
+// buffer is reused while batches overlap: a 32-image batch is 19 MB, and
+// allocating that per batch would churn the GC at thousands of images per
+// second.
 func (e *ImageEncoder) flush(ctx context.Context, items [][]float32) ([][]float32, error) {
 	n := len(items)
-	size := 4 * e.elems * n
-	bp, _ := e.bufs.Get().(*[]byte)
-	if bp == nil || cap(*bp) < size {
-		b := make([]byte, 4*e.elems*max(n, e.cfg.Batcher.MaxBatchSize))
-		bp = &b
-	}
-	buf := (*bp)[:size]
+	buf := e.bufs.get(4 * e.elems * n)
 	stride := 4 * e.elems
 	for i, px := range items {
 		putFloat32s(buf[i*stride:(i+1)*stride], px)
@@ -100,7 +135,7 @@ func (e *ImageEncoder) flush(ctx context.Context, items [][]float32) ([][]float3
 	resp, err := e.c.infer(ctx, e.cfg.ModelConfig, req)
 	// gRPC has serialised the request once the unary call returns, so the
 	// buffer is free again.
-	e.bufs.Put(bp)
+	e.bufs.put(buf)
 	if err != nil {
 		return nil, err
 	}

@@ -49,11 +49,25 @@ BASE="http://$ADDR:$HTTP_PORT"
 log() { printf '[triton] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# base_python prints the interpreter for the venv: $TUSOU_PYTHON, else the
+# first of python3.11, 3.12, 3.10, 3.9, 3.8, python3 on PATH whose version is
+# in PyTriton's supported range 3.8-3.12 (3.11 is the tested one).
 base_python() {
-  local p="${TUSOU_PYTHON:-/root/.pyenv/versions/3.11.7/bin/python}"
-  if [[ ! -x "$p" ]]; then p="$(command -v python3.11 || true)"; fi
-  [[ -n "$p" && -x "$p" ]] || die "no Python 3.11 found (set TUSOU_PYTHON)"
-  echo "$p"
+  local p c
+  if [[ -n "${TUSOU_PYTHON:-}" ]]; then
+    [[ -x "$TUSOU_PYTHON" ]] || die "TUSOU_PYTHON=$TUSOU_PYTHON is not an executable"
+    echo "$TUSOU_PYTHON"
+    return
+  fi
+  for c in python3.11 python3.12 python3.10 python3.9 python3.8 python3; do
+    p="$(command -v "$c" 2>/dev/null)" || continue
+    # sys.executable: the real interpreter behind a pyenv shim (the venv stamp records it)
+    if "$p" -c 'import sys; sys.exit(not ((3, 8) <= sys.version_info[:2] <= (3, 12)))' 2>/dev/null; then
+      "$p" -c 'import sys; print(sys.executable)'
+      return
+    fi
+  done
+  die "no Python 3.8-3.12 on PATH (PyTriton's range; 3.11 preferred, with libpython3.X.so): install one or set TUSOU_PYTHON=/path/to/python3.11"
 }
 
 # The python backend stub embeds libpython: its folder must be on LD_LIBRARY_PATH.

@@ -130,3 +130,23 @@ func Cosine(a, b []float32) float64 {
 	}
 	return dot / math.Sqrt(na*nb)
 }
+
+// ESURL is the Elasticsearch node integration tests use: TUSOU_ES_URL, by
+// default the local stack's http://127.0.0.1:9200.
+func ESURL() string {
+	if u := os.Getenv("TUSOU_ES_URL"); u != "" {
+		return strings.TrimRight(u, "/")
+	}
+	return "http://127.0.0.1:9200"
+}
+
+// TokenizerPath is the absolute path of the tokenizer matching the clip_text
+// model the local stack serves: the exported real one when present (then
+// `make up` serves the real models), else the tiny test one.
+func TokenizerPath() string {
+	real := filepath.Join(Root(), "model_repository", "clip_text", "tokenizer.json")
+	if _, err := os.Stat(real); err == nil {
+		return real
+	}
+	return filepath.Join(Root(), "model_repository", "tiny", "clip_text", "tokenizer.json")
+}
