@@ -3,6 +3,8 @@ package esproxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +36,12 @@ const (
 	CodeInvalidQuery     = "invalid_query"
 	CodeNotInitialised   = "es_not_initialised"
 	CodeNotElasticsearch = "es_not_elasticsearch"
+	// CodeCredentials is Elasticsearch refusing the gateway's own
+	// credentials (401/403): a configuration error waiting does not fix.
+	CodeCredentials = "es_credentials"
+	// CodeTLS is an HTTPS certificate the gateway cannot verify (wrong or
+	// missing elasticsearch.ca_cert, a name or IP the certificate lacks).
+	CodeTLS = "es_tls"
 )
 
 // Retry hints. A node restart takes several seconds, so a client told to come
@@ -58,6 +66,9 @@ func transportError(ctx context.Context, op string, err error) *apierr.Error {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) ||
 		(errors.As(err, &ne) && ne.Timeout()):
 		return apierr.Wrap(err, apierr.Timeout, CodeTimeout, "elasticsearch did not answer %s in time", op)
+	case isCertError(err):
+		return apierr.Wrap(err, apierr.BadGateway, CodeTLS,
+			"elasticsearch's TLS certificate could not be verified (%s): set elasticsearch.ca_cert to the PEM of the CA that signed it, and address the node by a name or IP its certificate lists", op)
 	case strings.Contains(err.Error(), "not Elasticsearch"):
 		// go-elasticsearch's product check: the address answers, but it is
 		// not Elasticsearch (a proxy page, another service on the port).
@@ -117,6 +128,17 @@ func truncate(s string) string {
 	return s[:cut] + "…"
 }
 
+// isCertError reports a failed verification of the server's certificate.
+func isCertError(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
+}
+
 // statusError classifies a non-2xx answer. body may be nil.
 func statusError(op string, status int, header http.Header, body []byte) *apierr.Error {
 	typ, reason := parseESError(body)
@@ -154,8 +176,8 @@ func classifyStatus(op string, status int, header http.Header, typ, reason strin
 			"elasticsearch is unavailable (%s): %s", op, detail).WithRetryAfter(retryAfter(header, unavailableRetryAfter))
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		// Our credentials, not the client's: an operator problem.
-		return apierr.Wrap(cause, apierr.BadGateway, CodeBadGateway,
-			"elasticsearch refused the gateway's credentials (%s)", op)
+		return apierr.Wrap(cause, apierr.BadGateway, CodeCredentials,
+			"elasticsearch refused the gateway's credentials (%s): check elasticsearch.username/password or elasticsearch.api_key and the rights of that user or key", op)
 	case status == http.StatusBadRequest:
 		// We validate what we send, so a 400 is about the document's
 		// content (e.g. metadata too deep, an immense term) or a mapping that

@@ -19,8 +19,13 @@
 #   .local/run/elasticsearch.pid           pid of the server JVM
 # Config templates: deploy/local/elasticsearch/. See deploy/local/README.md.
 #
+# ES_NODE=secure (what deploy/local/elasticsearch-secure.sh sets) runs a second node from the
+# same distribution with TLS and authentication on HTTPS 127.0.0.1:9250 (transport 9350, heap
+# 384m), state under .local/es-secure/, pid .local/run/elasticsearch-secure.pid, and writes
+# the credentials tests use to .local/es-secure.env (see "the secure node" below).
+#
 # Environment overrides (all optional):
-#   ES_JAVA_HOME (default /usr/lib/jvm/java-17-openjdk-amd64), ES_HEAP (512m), ES_HTTP_PORT (9200),
+#   ES_JAVA_HOME (default: Debian's Java 17 for this architecture, /usr/lib/jvm/java-17-openjdk-$(dpkg --print-architecture)), ES_HEAP (512m), ES_HTTP_PORT (9200),
 #   ES_START_TIMEOUT (120 s, wait for yellow), ES_LAUNCH_TIMEOUT (300 s, JVM launch), ES_STOP_TIMEOUT (60 s), ES_USER (tusou-es), ES_MAVEN_REPO
 #   (https://repo1.maven.org/maven2), ES_JAVA_OPTS (passed through to the node).
 set -euo pipefail
@@ -41,33 +46,76 @@ LOCAL="$ROOT/.local"
 CACHE="$LOCAL/cache"
 ES_BASE="$LOCAL/es"
 ES_HOME="$ES_BASE/$ES_VERSION"
-ES_DATA="$ES_BASE/data"
-ES_LOGS="$ES_BASE/logs"
-ES_TMP="$ES_BASE/tmp"
+RUN_DIR="$LOCAL/run"
+# ES_NODE picks the node: "" is the plain dev/CI node (HTTP :9200, security off); "secure" is
+# a second node from the same distribution with TLS on HTTP and authentication (HTTPS :9250,
+# see secure_setup), so the gateway's credential and CA settings meet a secured node in tests.
+# Each node has its own config dir, data, logs, pid and lock; only the binaries are shared.
+ES_NODE="${ES_NODE:-}"
+case "$ES_NODE" in
+  "")
+    NODE_BASE="$ES_BASE"
+    ES_CONF="$ES_HOME/config"
+    CLUSTER_NAME="tusou-local"
+    DEFAULT_HTTP_PORT=9200 DEFAULT_TRANSPORT_PORT=9300 DEFAULT_HEAP=512m SCHEME=http
+    ;;
+  secure)
+    NODE_BASE="$LOCAL/es-secure"
+    ES_CONF="$NODE_BASE/config"
+    CLUSTER_NAME="tusou-local-secure"
+    # Clear of the gateway (:8080), the listener (:9201) and Triton (8000-8002).
+    DEFAULT_HTTP_PORT=9250 DEFAULT_TRANSPORT_PORT=9350 DEFAULT_HEAP=384m SCHEME=https
+    ;;
+  *) printf 'elasticsearch: ERROR: ES_NODE must be empty or "secure", got %s\n' "$ES_NODE" >&2; exit 2 ;;
+esac
+NODE_SUFFIX="${ES_NODE:+-$ES_NODE}"
+SELF="deploy/local/elasticsearch$NODE_SUFFIX.sh"   # for messages
+ES_DATA="$NODE_BASE/data"
+ES_LOGS="$NODE_BASE/logs"
+ES_TMP="$NODE_BASE/tmp"
 # The node writes its own pid file here (must be writable by ES_USER); the script copies the
 # pid to PIDFILE, the project-wide location other scripts look at.
-ES_RUN="$ES_BASE/run"
+ES_RUN="$NODE_BASE/run"
 ES_OWN_PIDFILE="$ES_RUN/elasticsearch.pid"
-RUN_DIR="$LOCAL/run"
-PIDFILE="$RUN_DIR/elasticsearch.pid"
-LOCKFILE="$RUN_DIR/elasticsearch.lock"
-CLUSTER_NAME="tusou-local"              # must match cluster.name in elasticsearch.yml.in
+PIDFILE="$RUN_DIR/elasticsearch$NODE_SUFFIX.pid"
+LOCKFILE="$RUN_DIR/elasticsearch$NODE_SUFFIX.lock"
 SERVER_LOG="$ES_LOGS/$CLUSTER_NAME.log"
 STARTUP_LOG="$ES_LOGS/startup.log"
 
-ES_JAVA_HOME="${ES_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}"
-ES_HEAP="${ES_HEAP:-512m}"
-ES_HTTP_PORT="${ES_HTTP_PORT:-9200}"
-ES_TRANSPORT_PORT="${ES_TRANSPORT_PORT:-9300}"
+# default_java_home finds a Java 17 install: Debian's openjdk-17 for this
+# machine's architecture (java-17-openjdk-amd64, -arm64, ...), else any
+# java-17 folder under /usr/lib/jvm. It prints Debian's path for the
+# architecture even when absent, so the missing-package message names it.
+default_java_home() {
+  local arch d
+  arch="$(dpkg --print-architecture 2>/dev/null || true)"
+  if [[ -n "$arch" && -x "/usr/lib/jvm/java-17-openjdk-$arch/bin/java" ]]; then
+    echo "/usr/lib/jvm/java-17-openjdk-$arch"
+    return
+  fi
+  for d in /usr/lib/jvm/java-17-openjdk-* /usr/lib/jvm/java-17-*; do
+    if [[ -x "$d/bin/java" ]]; then
+      echo "$d"
+      return
+    fi
+  done
+  echo "/usr/lib/jvm/java-17-openjdk-${arch:-amd64}"
+}
+ES_JAVA_HOME="${ES_JAVA_HOME:-$(default_java_home)}"
+ES_HEAP="${ES_HEAP:-$DEFAULT_HEAP}"
+ES_HTTP_PORT="${ES_HTTP_PORT:-$DEFAULT_HTTP_PORT}"
+ES_TRANSPORT_PORT="${ES_TRANSPORT_PORT:-$DEFAULT_TRANSPORT_PORT}"
 ES_START_TIMEOUT="${ES_START_TIMEOUT:-120}"
 # The JVM launch itself (before HTTP health can even be asked): ~15-25 s on an idle 2-core box,
 # measured ~150 s with load average 20 on the same box, hence the generous default.
 ES_LAUNCH_TIMEOUT="${ES_LAUNCH_TIMEOUT:-300}"
 ES_STOP_TIMEOUT="${ES_STOP_TIMEOUT:-60}"
 ES_USER="${ES_USER:-tusou-es}"
-BASE_URL="http://127.0.0.1:${ES_HTTP_PORT}"
+BASE_URL="$SCHEME://127.0.0.1:${ES_HTTP_PORT}"
+# Extra curl arguments for every call to the node (the secure node: its CA and a user).
+CURL_AUTH=()
 
-log() { printf 'elasticsearch: %s\n' "$*" >&2; }
+log() { printf 'elasticsearch%s: %s\n' "$NODE_SUFFIX" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # ---- prerequisites -----------------------------------------------------------------------------
@@ -150,27 +198,36 @@ install_dist() {
 
 has_module() { [[ -d "$ES_HOME/modules/$1" ]]; }
 
-# Render config/ from the distribution's pristine config plus deploy/local/elasticsearch/*.in.
+# Render the node's config dir from the distribution's pristine config plus
+# deploy/local/elasticsearch/*.in (a <module>-<ES_NODE>.yml.in replaces <module>.yml.in).
 render_config() {
-  local conf="$ES_HOME/config"
+  local conf="$ES_CONF"
   # Keep an existing keystore (the node creates an empty one on first start).
   local ks="$conf/elasticsearch.keystore" keep=""
-  [[ -f "$ks" ]] && { keep="$ES_BASE/.keystore.$$"; cp -p "$ks" "$keep"; }
+  [[ -f "$ks" ]] && { keep="$NODE_BASE/.keystore.$$"; cp -p "$ks" "$keep"; }
   rm -rf "$conf"
+  mkdir -p "$(dirname "$conf")"
   cp -a "$ES_HOME/config.dist" "$conf"
   [[ -n "$keep" ]] && mv "$keep" "$ks"
   subst() {
     sed -e "s|@HTTP_PORT@|$ES_HTTP_PORT|g" -e "s|@TRANSPORT_PORT@|$ES_TRANSPORT_PORT|g" \
-      -e "s|@DATA_DIR@|$ES_DATA|g" -e "s|@LOGS_DIR@|$ES_LOGS|g" -e "s|@HEAP@|$ES_HEAP|g" "$1"
+      -e "s|@DATA_DIR@|$ES_DATA|g" -e "s|@LOGS_DIR@|$ES_LOGS|g" -e "s|@HEAP@|$ES_HEAP|g" \
+      -e "s|@CLUSTER_NAME@|$CLUSTER_NAME|g" "$1"
   }
   subst "$TEMPLATES/elasticsearch.yml.in" >"$conf/elasticsearch.yml"
   # Unknown settings are fatal: only configure modules this distribution ships.
-  local m
+  local m t
   for m in x-pack-security ingest-geoip; do
-    if has_module "$m"; then subst "$TEMPLATES/$m.yml.in" >>"$conf/elasticsearch.yml"; fi
+    t="$TEMPLATES/$m.yml.in"
+    [[ -n "$ES_NODE" && -f "$TEMPLATES/$m-$ES_NODE.yml.in" ]] && t="$TEMPLATES/$m-$ES_NODE.yml.in"
+    if has_module "$m"; then subst "$t" >>"$conf/elasticsearch.yml"; fi
   done
   mkdir -p "$conf/jvm.options.d"
   subst "$TEMPLATES/jvm.options.d/tusou.options.in" >"$conf/jvm.options.d/tusou.options"
+  # Names the node on its command line, so is_our_es tells the two nodes apart.
+  [[ -n "$ES_NODE" ]] && echo "-Dtusou.node=$ES_NODE" >>"$conf/jvm.options.d/tusou.options"
+  [[ "$ES_NODE" == secure ]] && secure_render
+  return 0
 }
 
 # As root: run the node as ES_USER, which owns only the writable state (config for the
@@ -182,7 +239,7 @@ ensure_user() {
     useradd --system --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin "$ES_USER"
   fi
-  chown -R "$ES_USER:$ES_USER" "$ES_HOME/config" "$ES_DATA" "$ES_LOGS" "$ES_TMP" "$ES_RUN"
+  chown -R "$ES_USER:$ES_USER" "$ES_CONF" "$ES_DATA" "$ES_LOGS" "$ES_TMP" "$ES_RUN"
   if ! runuser -u "$ES_USER" -- test -r "$ES_HOME/lib/elasticsearch-${ES_VERSION}.jar" -a -w "$ES_DATA"; then
     die "user $ES_USER cannot reach $ES_HOME (a parent directory is not world-executable, e.g. a checkout under /root).
   fix: chmod o+x on each parent of $ROOT (e.g. chmod o+x /root), or check out the repo elsewhere"
@@ -201,7 +258,9 @@ is_our_es() {
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   [[ -r "/proc/$pid/cmdline" ]] || return 1
   cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
-  [[ "$cmd" == *"org.elasticsearch.bootstrap.Elasticsearch"* && "$cmd" == *"-Des.path.home=$ES_BASE/"* ]]
+  [[ "$cmd" == *"org.elasticsearch.bootstrap.Elasticsearch"* && "$cmd" == *"-Des.path.home=$ES_BASE/"* ]] || return 1
+  # The plain node carries no -Dtusou.node marker (render_config).
+  if [[ -n "$ES_NODE" ]]; then [[ "$cmd" == *"-Dtusou.node=$ES_NODE "* ]]; else [[ "$cmd" != *"-Dtusou.node="* ]]; fi
 }
 
 port_in_use() {
@@ -230,7 +289,7 @@ running_pid() {
   return 0
 }
 
-health() { curl -fsS -m "${2:-3}" "$BASE_URL/_cluster/health${1:-}" 2>/dev/null; }
+health() { curl -fsS -m "${2:-3}" "${CURL_AUTH[@]}" "$BASE_URL/_cluster/health${1:-}" 2>/dev/null; }
 
 health_summary() {
   local h; h="$(health '' 3)" || { echo "no HTTP answer on $BASE_URL"; return 1; }
@@ -272,7 +331,7 @@ wait_ready() {
   # this one included, must carry the product header that go-elasticsearch checks.
   local hdrs body
   hdrs="$(mktemp)"; body="$(mktemp)"
-  if ! curl -fsS -m 5 -D "$hdrs" -o "$body" "$BASE_URL/_nodes/_local?filter_path=nodes.*.version"; then
+  if ! curl -fsS -m 5 "${CURL_AUTH[@]}" -D "$hdrs" -o "$body" "$BASE_URL/_nodes/_local?filter_path=nodes.*.version"; then
     rm -f "$hdrs" "$body"; log "GET /_nodes/_local failed"; return 1
   fi
   if ! grep -qi '^x-elastic-product: *Elasticsearch' "$hdrs"; then
@@ -289,7 +348,7 @@ wait_ready() {
 
 report_up() {
   log "up: $BASE_URL (Elasticsearch $ES_VERSION, pid $1, $(health_summary))"
-  log "logs: $SERVER_LOG (startup: $STARTUP_LOG; or: deploy/local/elasticsearch.sh logs)"
+  log "logs: $SERVER_LOG (startup: $STARTUP_LOG; or: $SELF logs)"
 }
 
 # SIGTERM, wait ES_STOP_TIMEOUT, then SIGKILL. Only ever signals a pid that is_our_es.
@@ -315,6 +374,126 @@ lock() {
   flock -w 300 9 || die "could not lock $LOCKFILE (another elasticsearch.sh still running?)"
 }
 
+# ---- the secure node (ES_NODE=secure) ----------------------------------------------------------
+# The integ-test distribution has x-pack-security but not the analysis-common module, and the
+# .security system index's mapping needs it (its "email" analyzer uses pattern_capture): the
+# native realm, roles made through the security API and API keys all live in that index and
+# fail with "Unknown filter type [pattern_capture]". So users and roles are file-based, as the
+# file realm and roles.yml allow on any cluster:
+#   roles   deploy/local/elasticsearch/roles-secure.yml.in, appended to config/roles.yml:
+#           tusou_test_all (all on tusou-*) and tusou_test_no_delete (read, view_index_metadata,
+#           create_index, create_doc, index on tusou-*: every write but delete; Elasticsearch's
+#           "write" privilege would include delete); both with cluster monitor.
+#   users   tusou_gateway (tusou_test_all) and tusou_no_delete (tusou_test_no_delete), made once
+#           with bin/elasticsearch-users into realm/users and realm/users_roles.
+# Generated once, kept across restarts under .local/es-secure/ (git-ignored, never committed):
+#   certs/ca.crt, certs/node.{crt,key}   a throw-away CA and the node's HTTPS certificate
+#                                        (SAN 127.0.0.1, localhost); the CA key is discarded
+#   secrets.env                          the users' random passwords
+#   realm/users, realm/users_roles       the file realm, copied into config/ on every start
+# Tests read SECURE_ENV_FILE (internal/testutil.LoadSecureES).
+CERTS="$NODE_BASE/certs"
+REALM="$NODE_BASE/realm"
+SECRETS="$NODE_BASE/secrets.env"
+SECURE_ENV_FILE="$LOCAL/es-secure.env"
+
+# secure_load reads the passwords (if generated) and sets CURL_AUTH for the script's own calls
+# (health, version: the tusou_gateway user has cluster monitor).
+secure_load() {
+  [[ -s "$SECRETS" ]] || return 0
+  # shellcheck disable=SC1090
+  source "$SECRETS"
+  CURL_AUTH=(--cacert "$CERTS/ca.crt" -u "tusou_gateway:$GATEWAY_PASSWORD")
+}
+
+# secure_prepare generates, once, the passwords, the CA and the node certificate.
+secure_prepare() {
+  command -v openssl >/dev/null || die "missing openssl (fix: apt-get install -y openssl)"
+  has_module x-pack-security || die "this distribution has no modules/x-pack-security; the secure node needs it"
+  mkdir -p "$NODE_BASE"
+  if [[ ! -s "$SECRETS" ]]; then
+    log "generating passwords ($SECRETS)"
+    (umask 077
+     printf 'GATEWAY_PASSWORD=%s\nNODELETE_PASSWORD=%s\n' "$(openssl rand -hex 16)" "$(openssl rand -hex 16)" >"$SECRETS.tmp")
+    mv -f "$SECRETS.tmp" "$SECRETS"
+    # Users made with earlier passwords must be made again.
+    rm -rf "$REALM" "$SECURE_ENV_FILE"
+  fi
+  if [[ ! -s "$CERTS/node.crt" || ! -s "$CERTS/node.key" || ! -s "$CERTS/ca.crt" ]]; then
+    log "generating a CA and the node certificate ($CERTS)"
+    local tmp="$NODE_BASE/.certs.$$"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    (cd "$tmp" && umask 077 &&
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tusou local test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout ca.key -out ca.crt 2>/dev/null &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=$CLUSTER_NAME" -keyout node.key -out node.csr 2>/dev/null &&
+      printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "extendedKeyUsage=serverAuth" \
+        "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" >node.ext &&
+      openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile node.ext -out node.crt 2>/dev/null &&
+      rm -f ca.key ca.srl node.csr node.ext && chmod 644 ca.crt node.crt) ||
+      { rm -rf "$tmp"; die "openssl failed to generate the certificates"; }
+    rm -rf "$CERTS" && mv "$tmp" "$CERTS"
+    rm -f "$SECURE_ENV_FILE"
+  fi
+  secure_load
+}
+
+# secure_render adds the secure node's files to the freshly rendered config dir.
+secure_render() {
+  local conf="$ES_CONF"
+  # Elasticsearch reads TLS files only from inside its config dir.
+  cp -a "$CERTS" "$conf/certs"
+  cat "$TEMPLATES/roles-secure.yml.in" >>"$conf/roles.yml"
+  if [[ -s "$REALM/users" ]]; then
+    cp "$REALM/users" "$REALM/users_roles" "$conf/"
+    return 0
+  fi
+  # First start: two JVM launches of the distribution's own tool (it writes the bcrypt hashes).
+  log "creating the file-realm users tusou_gateway and tusou_no_delete"
+  local u name pw role
+  for u in "tusou_gateway:$GATEWAY_PASSWORD:tusou_test_all" "tusou_no_delete:$NODELETE_PASSWORD:tusou_test_no_delete"; do
+    IFS=: read -r name pw role <<<"$u"
+    env -i PATH=/usr/bin:/bin "ES_JAVA_HOME=$ES_JAVA_HOME" "ES_PATH_CONF=$conf" \
+      "$ES_HOME/bin/elasticsearch-users" useradd "$name" -p "$pw" -r "$role" >/dev/null ||
+      die "elasticsearch-users useradd $name failed"
+  done
+  mkdir -p "$REALM.tmp"
+  cp "$conf/users" "$conf/users_roles" "$REALM.tmp/"
+  rm -rf "$REALM" && mv "$REALM.tmp" "$REALM"
+}
+
+# authenticates returns 0 if the node accepts the credentials in curl arguments "$@".
+authenticates() {
+  curl -fsS -m 10 -o /dev/null --cacert "$CERTS/ca.crt" "$@" "$BASE_URL/_security/_authenticate" 2>/dev/null
+}
+
+# secure_setup checks that both users authenticate and that anonymous requests get 401, then
+# writes SECURE_ENV_FILE (three requests when already up).
+secure_setup() {
+  authenticates -u "tusou_gateway:$GATEWAY_PASSWORD" || die "the node refuses tusou_gateway (remove $NODE_BASE after down to start over)"
+  authenticates -u "tusou_no_delete:$NODELETE_PASSWORD" || die "the node refuses tusou_no_delete (remove $NODE_BASE after down to start over)"
+  local code
+  code="$(curl -sS -m 10 -o /dev/null -w '%{http_code}' --cacert "$CERTS/ca.crt" "$BASE_URL/_security/_authenticate" 2>/dev/null || true)"
+  [[ "$code" == 401 ]] || die "an anonymous request got HTTP $code, want 401: security is not on"
+  (umask 077
+   cat >"$SECURE_ENV_FILE.tmp" <<ENV
+# The secured Elasticsearch node of the local stack, written by
+# deploy/local/elasticsearch-secure.sh on \`make up\`. Local test secrets: never commit.
+TUSOU_SECURE_ES_URL=$BASE_URL
+TUSOU_SECURE_ES_CA_CERT=$CERTS/ca.crt
+TUSOU_SECURE_ES_USERNAME=tusou_gateway
+TUSOU_SECURE_ES_PASSWORD=$GATEWAY_PASSWORD
+TUSOU_SECURE_ES_NODELETE_USERNAME=tusou_no_delete
+TUSOU_SECURE_ES_NODELETE_PASSWORD=$NODELETE_PASSWORD
+TUSOU_SECURE_ES_INDEX_PATTERN=tusou-*
+ENV
+  )
+  mv -f "$SECURE_ENV_FILE.tmp" "$SECURE_ENV_FILE"
+  log "users tusou_gateway, tusou_no_delete authenticate; credentials in $SECURE_ENV_FILE"
+}
+
 # ---- verbs -------------------------------------------------------------------------------------
 cmd_up() {
   check_tools
@@ -325,12 +504,13 @@ cmd_up() {
     if health '?wait_for_status=yellow&timeout=1s' 3 | grep -q '"status":"\(yellow\|green\)"'; then
       log "already up"
       report_up "$pid"
+      after_ready
       return 0
     fi
     log "pid $pid is running but not yet yellow; waiting up to ${ES_START_TIMEOUT}s"
-    if wait_ready "$pid"; then report_up "$pid"; return 0; fi
+    if wait_ready "$pid"; then report_up "$pid"; after_ready; return 0; fi
     print_log_tail
-    die "node pid $pid is running but not healthy (deploy/local/elasticsearch.sh down, then up)"
+    die "node pid $pid is running but not healthy ($SELF down, then up)"
   fi
   rm -f "$PIDFILE"
   if port_in_use; then
@@ -340,6 +520,7 @@ cmd_up() {
   install_dist
   mkdir -p "$ES_DATA" "$ES_LOGS" "$ES_TMP" "$ES_RUN"
   rm -f "$ES_OWN_PIDFILE"
+  [[ "$ES_NODE" == secure ]] && secure_prepare
   render_config
   ensure_user
 
@@ -349,7 +530,7 @@ cmd_up() {
   local env_args=(
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     "LANG=C.UTF-8" "HOME=$ES_RUN"
-    "ES_JAVA_HOME=$ES_JAVA_HOME" "ES_PATH_CONF=$ES_HOME/config" "ES_TMPDIR=$ES_TMP"
+    "ES_JAVA_HOME=$ES_JAVA_HOME" "ES_PATH_CONF=$ES_CONF" "ES_TMPDIR=$ES_TMP"
   )
   [[ -n "${ES_JAVA_OPTS:-}" ]] && env_args+=("ES_JAVA_OPTS=$ES_JAVA_OPTS")
   # Run from the logs dir: jvm.options writes gc.log (and hs_err files) relative to the cwd.
@@ -374,6 +555,12 @@ cmd_up() {
     die "Elasticsearch did not become healthy; logs: $ES_LOGS"
   fi
   report_up "$pid"
+  after_ready
+}
+
+# after_ready is what a node needs once it answers: the secure node's users and API key.
+after_ready() {
+  if [[ "$ES_NODE" == secure ]]; then secure_setup; fi
 }
 
 cmd_down() {
@@ -409,7 +596,7 @@ cmd_status() {
     log "up: $BASE_URL pid $pid $s (logs: $SERVER_LOG)"
     return 0
   fi
-  log "running (pid $pid) but not answering: $s (starting, or hung; see deploy/local/elasticsearch.sh logs)"
+  log "running (pid $pid) but not answering: $s (starting, or hung; see $SELF logs)"
   return 1
 }
 
@@ -423,6 +610,7 @@ cmd_logs() {
   tail -n "$n" "$SERVER_LOG"
 }
 
+[[ "$ES_NODE" == secure ]] && secure_load
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
