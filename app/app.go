@@ -10,9 +10,11 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"sync"
@@ -24,6 +26,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/tusou/tusou/admission"
 	"github.com/tusou/tusou/apierr"
 	"github.com/tusou/tusou/blobstore"
 	"github.com/tusou/tusou/config"
@@ -33,6 +36,7 @@ import (
 	"github.com/tusou/tusou/gateway"
 	"github.com/tusou/tusou/preprocess"
 	"github.com/tusou/tusou/service"
+	"github.com/tusou/tusou/thumbnail"
 	"github.com/tusou/tusou/tokenizer"
 	"github.com/tusou/tusou/triton"
 	"github.com/tusou/tusou/triton/inferencepb"
@@ -78,10 +82,21 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 			return fmt.Errorf("sidecar.listen: %w", err)
 		}
 	}
+	var dln net.Listener
+	if cfg.Server.DebugListen != "" {
+		if dln, err = net.Listen("tcp", cfg.Server.DebugListen); err != nil {
+			ln.Close()
+			if sln != nil {
+				sln.Close()
+			}
+			return fmt.Errorf("server.debug_listen: %w", err)
+		}
+	}
+	setMemoryLimit(cfg.Server.MemoryBudgetBytes, log)
 	var api, es swapHandler
 	api.Store(startingHandler{})
 	es.Store(startingHandler{})
-	srvs := startServers(cfg, log, []listener{{ln, &api, "http"}, {sln, &es, "sidecar"}})
+	srvs := startServers(cfg, log, []listener{{ln, &api, "http"}, {sln, &es, "sidecar"}, {dln, debugHandler(), "debug"}})
 	a, err := Build(ctx, cfg, log, version)
 	if err != nil {
 		srvs.close()
@@ -93,6 +108,37 @@ func Run(ctx context.Context, cfg *config.Config, version string) error {
 	}
 	log.Info("ready")
 	return a.waitAndShutdown(ctx, srvs)
+}
+
+// heapHeadroom is the Go heap beyond the memory budget that the soft limit
+// allows: what a gateway holds at rest (~50 MB: tokenizer, clients, pools)
+// plus room for the garbage of released requests, so the GC runs more often
+// under load instead of letting the heap double.
+const heapHeadroom = 128 << 20
+
+// setMemoryLimit derives the Go runtime's soft memory limit from the budget,
+// unless the operator set GOMEMLIMIT. Without it the heap may grow to twice
+// the live bytes before a collection, so a budget of in-flight bytes alone
+// would not bound the resident size.
+func setMemoryLimit(budget int64, log *zap.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit := budget + heapHeadroom
+	debug.SetMemoryLimit(limit)
+	log.Info("Go memory limit set from server.memory_budget_bytes", zap.Int64("bytes", limit))
+}
+
+// debugHandler serves Go's profiles (server.debug_listen). `?gc=1` on
+// /debug/pprof/heap runs a collection first, so the profile shows live bytes.
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // swapHandler lets Run replace the start-up handler with the gateway.
@@ -149,7 +195,10 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 	if err != nil {
 		return nil, fmt.Errorf("preprocess: %w", err)
 	}
-	tokPath := resolveTokenizer(cfg.Text.TokenizerPath)
+	tokPath, err := resolveTokenizer(cfg.Text.TokenizerPath)
+	if err != nil {
+		return nil, err
+	}
 	tok, err := tokenizer.Load(tokPath, cfg.Triton.Text.MaxSeqLen)
 	if err != nil {
 		return nil, fmt.Errorf("text.tokenizer_path: %w", err)
@@ -226,6 +275,10 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 	// The native API and the sidecar share one embedding path (and one
 	// decode pool and batcher), so their vectors are interchangeable.
 	imageEmb := embed.NewImages(pre, a.images, pre.TensorLen(), limiter)
+	// One budget for the bytes that requests hold, whichever listener they
+	// came in on: bodies (gateway, sidecar) and images being decoded.
+	budget := admission.New(cfg.Server.MemoryBudgetBytes, time.Second, reg)
+	imageEmb.UseBudget(budget)
 	textEmb := embed.NewTexts(tok, a.texts)
 	svc := service.New(imageEmb, textEmb, es, blobs)
 	if cfg.Sidecar.Enabled {
@@ -233,14 +286,17 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 		if err != nil {
 			return nil, fmt.Errorf("sidecar: %w", err)
 		}
+		sc.UseBudget(budget)
 		a.sidecar = sc
 		a.SidecarHandler = sc
 	}
 	a.Handler = gateway.New(gateway.Deps{
-		Config: cfg, Service: svc, Logger: log, Registry: reg, Gatherer: reg,
+		Config: cfg, Service: svc, Logger: log, Registry: reg, Gatherer: reg, Budget: budget,
+		// Thumbnails share the decode workers with ingest: both are CPU-bound.
+		Thumbnails: thumbnail.New(svc, pre, limiter, cfg.Preprocess.MaxBytes, thumbnail.DefaultCacheBytes),
 		Checks: []gateway.Check{
 			{Name: "elasticsearch", Ready: es.Ready},
-			{Name: "triton", Ready: tc.Ready},
+			{Name: "triton", Ready: tc.Ready, Replicas: tc.Replicas},
 		},
 	})
 	ok = true
@@ -441,23 +497,24 @@ func modelFingerprint(ctx context.Context, enc *triton.ImageEncoder) ([]float32,
 }
 
 // resolveTokenizer picks the configured tokenizer, else the exported real
-// one, else the tiny test tokenizer that `make up` serves with the tiny models.
-func resolveTokenizer(configured string) string {
+// one at its documented place. There is no further fallback: the tiny test
+// tokenizer with a production model would turn every text query into
+// nonsense ids without an error anywhere.
+func resolveTokenizer(configured string) (string, error) {
 	if configured != "" {
-		return configured
+		return configured, nil
 	}
-	for _, p := range []string{
-		filepath.Join("model_repository", "clip_text", "tokenizer.json"),
-		filepath.Join("model_repository", "tiny", "clip_text", "tokenizer.json"),
-	} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
+	p := filepath.Join("model_repository", "clip_text", "tokenizer.json")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("text.tokenizer_path is empty and %s does not exist: set text.tokenizer_path to the tokenizer.json of the clip_text model Triton serves (the local stack's tiny models: model_repository/tiny/clip_text/tokenizer.json)", p)
 	}
-	return filepath.Join("model_repository", "clip_text", "tokenizer.json")
+	return p, nil
 }
 
 func retryable(err error) bool {
+	if e := apierr.As(err); e != nil && (e.Code == esproxy.CodeCredentials || e.Code == esproxy.CodeTLS) {
+		return false // configuration errors: waiting does not fix them
+	}
 	switch apierr.KindOf(err) {
 	case apierr.Unavailable, apierr.Timeout, apierr.BadGateway, apierr.Overloaded:
 		return true

@@ -27,7 +27,7 @@ import (
 	"github.com/tusou/tusou/internal/testutil"
 )
 
-const esURL = "http://127.0.0.1:9200"
+var esURL = testutil.ESURL()
 
 // stack is one gateway built on the real local stack (make up), serving on a
 // random port, with its own index alias so tests never share state.
@@ -44,8 +44,7 @@ func startGateway(t *testing.T, mutate func(*config.Config)) *stack {
 	cfg := config.Default()
 	cfg.Elasticsearch.Index = "tusou-it-" + hex.EncodeToString(b[:])
 	cfg.Blobs.Dir = t.TempDir()
-	// tokenizer and models: resolved relative to the repository root
-	cfg.Text.TokenizerPath = resolveIn(testutil.Root(), "")
+	cfg.Text.TokenizerPath = testutil.TokenizerPath()
 	// Unquantised HNSW: the tiny random test models put every image within a
 	// few thousandths of cosine of the others, the same order as int8 error.
 	// With real CLIP weights near-duplicates are far apart from the rest and
@@ -80,14 +79,6 @@ func startGateway(t *testing.T, mutate func(*config.Config)) *stack {
 		deleteAlias(t, s.alias)
 	})
 	return s
-}
-
-// resolveIn is resolveTokenizer relative to root.
-func resolveIn(root, configured string) string {
-	wd, _ := os.Getwd()
-	defer os.Chdir(wd)
-	os.Chdir(root)
-	return filepath.Join(root, resolveTokenizer(configured))
 }
 
 func deleteAlias(t *testing.T, alias string) {
@@ -474,7 +465,7 @@ func TestRefusesIndexOfAnotherModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Blobs.Dir = t.TempDir()
-	cfg.Text.TokenizerPath = resolveIn(testutil.Root(), "")
+	cfg.Text.TokenizerPath = testutil.TokenizerPath()
 	_, err = Build(ctx, cfg, zap.NewNop(), "test")
 	if err == nil || !strings.Contains(err.Error(), "fingerprint") {
 		t.Fatalf("want a refusal naming the fingerprint, got %v", err)

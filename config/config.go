@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -46,6 +47,9 @@ type Server struct {
 	MaxBodyBytes      int64         `yaml:"max_body_bytes" doc:"largest request body accepted; bigger bodies get 413 without being read"`
 	MaxFiles          int           `yaml:"max_files" doc:"most image files in one ingest request"`
 	MaxMetadataBytes  int64         `yaml:"max_metadata_bytes" doc:"largest metadata JSON object accepted per image"`
+	MemoryBudgetBytes int64         `yaml:"memory_budget_bytes" doc:"request bytes the whole process holds at once, REST API and sidecar together: bodies (charged from Content-Length before they are read) and images being decoded; a request that does not fit gets 429 with Retry-After. Unless GOMEMLIMIT is set, the Go heap's soft limit is this plus 128 MiB. At least max_body_bytes and sidecar.max_body_bytes"`
+	AllowedOrigins    []string      `yaml:"allowed_origins" doc:"browser origins (scheme://host[:port], e.g. https://photos.example.com) whose pages may send state-changing /v1 requests (ingest, delete, search); other cross-site browser requests get 403, while same-origin pages (the /ui/ search page) and non-browser clients (no Origin or Sec-Fetch-Site header) always pass"`
+	DebugListen       string        `yaml:"debug_listen" doc:"address for Go's /debug/pprof profiles (heap, goroutines, CPU), e.g. 127.0.0.1:6060; empty turns it off. Never expose it publicly"`
 }
 
 // Log holds logging settings.
@@ -59,19 +63,21 @@ type Auth struct {
 	APIKeys []string `yaml:"api_keys" doc:"accepted API keys (comma-separated in the environment); empty turns auth off. Clients send 'Authorization: ApiKey <key>' or 'X-API-Key: <key>'"`
 }
 
-// Search holds kNN request limits and defaults.
+// Search holds kNN request limits and defaults. The default num_candidates
+// is elasticsearch.num_candidates_factor: one setting, where the kNN request
+// is built.
 type Search struct {
-	DefaultK            int `yaml:"default_k" doc:"k when a search does not say"`
-	MaxK                int `yaml:"max_k" doc:"largest k accepted"`
-	NumCandidatesFactor int `yaml:"num_candidates_factor" doc:"num_candidates defaults to k times this (HNSW recall grows with it)"`
-	MaxNumCandidates    int `yaml:"max_num_candidates" doc:"largest num_candidates accepted (Elasticsearch's own limit is 10000)"`
-	MaxTextBytes        int `yaml:"max_text_bytes" doc:"largest text query in bytes; longer texts are refused with 413"`
-	MaxFilterKeys       int `yaml:"max_filter_keys" doc:"most metadata keys in one search filter"`
+	DefaultK               int     `yaml:"default_k" doc:"k when a search does not say"`
+	MaxK                   int     `yaml:"max_k" doc:"largest k accepted"`
+	MaxNumCandidates       int     `yaml:"max_num_candidates" doc:"largest num_candidates accepted (Elasticsearch's own limit is 10000)"`
+	MaxTextBytes           int     `yaml:"max_text_bytes" doc:"largest text query in bytes; longer texts are refused with 413"`
+	MaxFilterKeys          int     `yaml:"max_filter_keys" doc:"most metadata keys in one search filter"`
+	NearDuplicateThreshold float32 `yaml:"near_duplicate_threshold" doc:"cosine similarity (exact, see elasticsearch.rescore_oversample) at or above which POST /v1/images?near_duplicates=true reports another image as a near-duplicate"`
 }
 
 // Text holds the text tower's gateway-side settings.
 type Text struct {
-	TokenizerPath string `yaml:"tokenizer_path" doc:"HuggingFace tokenizer.json matching the clip_text model (empty: model_repository/clip_text/tokenizer.json, or the tiny test tokenizer when the real one is absent). Texts are truncated to triton.text_model.max_seq_len tokens"`
+	TokenizerPath string `yaml:"tokenizer_path" doc:"HuggingFace tokenizer.json matching the clip_text model (empty: model_repository/clip_text/tokenizer.json, which must then exist; start-up fails otherwise). Texts are truncated to triton.text_model.max_seq_len tokens"`
 }
 
 // Blobs holds where original image bytes are kept for GET /v1/images/{id}/content.
@@ -102,6 +108,12 @@ func Default() *Config {
 			MaxBodyBytes:     48 << 20,
 			MaxFiles:         64,
 			MaxMetadataBytes: 16 << 10,
+			// 256 MiB in flight: 33 uploads of a 12 MP phone photo (7.7 MB), or
+			// 5 bodies at max_body_bytes, or two 100 MiB sidecar bulks. With the
+			// ~50 MB a gateway holds at rest and the 128 MiB of heap headroom
+			// the GC gets (GOMEMLIMIT = budget + 128 MiB), the process stays
+			// under ~400 MB: a 512 MiB container limit is safe.
+			MemoryBudgetBytes: 256 << 20,
 		},
 		Log: Log{Level: "info", Format: "json"},
 		Search: Search{
@@ -110,6 +122,11 @@ func Default() *Config {
 			MaxNumCandidates: 10000,
 			MaxTextBytes:     4096,
 			MaxFilterKeys:    16,
+			// With CLIP ViT-B/32, re-encodes, resizes and light crops of one
+			// photo score about 0.95-0.99 against the original, while distinct
+			// photos of a similar scene rarely pass 0.93: 0.95 reports the
+			// former and few of the latter. Tiny test models need more.
+			NearDuplicateThreshold: 0.95,
 		},
 		Blobs: Blobs{Dir: ".local/blobs"},
 		// 256 waiting uploads of typical 2-5 MB photos is ~1 GB at worst;
@@ -135,6 +152,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, prefixErrors("triton", c.Triton.Validate())...)
 	errs = append(errs, prefixErrors("elasticsearch", c.Elasticsearch.Validate())...)
 	errs = append(errs, prefixErrors("sidecar", c.Sidecar.Validate())...)
+	if c.Sidecar.Enabled && c.Server.MemoryBudgetBytes < c.Sidecar.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("server.memory_budget_bytes: %d is smaller than sidecar.max_body_bytes %d, so the largest sidecar body could never be admitted", c.Server.MemoryBudgetBytes, c.Sidecar.MaxBodyBytes))
+	}
 	if c.Sidecar.Enabled && c.Sidecar.Listen == c.Server.Listen {
 		errs = append(errs, fmt.Errorf("sidecar.listen: %q is also server.listen", c.Sidecar.Listen))
 	}
@@ -171,6 +191,20 @@ func (s Server) validate() error {
 	}
 	if s.MaxMetadataBytes < 2 {
 		errs = append(errs, fmt.Errorf("max_metadata_bytes: must be at least 2, got %d", s.MaxMetadataBytes))
+	}
+	if s.MemoryBudgetBytes < s.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("memory_budget_bytes: must be at least max_body_bytes (%d) so the largest body can be admitted, got %d", s.MaxBodyBytes, s.MemoryBudgetBytes))
+	}
+	for i, o := range s.AllowedOrigins {
+		// The same check the gateway's guard applies when it loads them.
+		if err := http.NewCrossOriginProtection().AddTrustedOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("allowed_origins[%d]: want scheme://host[:port] with no path, got %q", i, o))
+		}
+	}
+	if s.DebugListen != "" {
+		if _, _, err := net.SplitHostPort(s.DebugListen); err != nil {
+			errs = append(errs, fmt.Errorf("debug_listen: want host:port such as 127.0.0.1:6060, or empty, got %q", s.DebugListen))
+		}
 	}
 	return sortedJoin(errs)
 }
@@ -217,6 +251,9 @@ func (s Search) validate() error {
 	}
 	if s.MaxFilterKeys < 0 {
 		errs = append(errs, fmt.Errorf("max_filter_keys: must be >= 0, got %d", s.MaxFilterKeys))
+	}
+	if t := s.NearDuplicateThreshold; !(t > 0 && t <= 1) {
+		errs = append(errs, fmt.Errorf("near_duplicate_threshold: must be a cosine in (0, 1], got %g", t))
 	}
 	return errors.Join(errs...)
 }

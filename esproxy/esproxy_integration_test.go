@@ -30,18 +30,14 @@ import (
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 
 	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/internal/testutil"
 )
 
 const itDims = 512
 
 var itProv = Provenance{Model: "clip_image", Version: "it-1", Dims: itDims}
 
-func esURL() string {
-	if u := os.Getenv("TUSOU_ES_URL"); u != "" {
-		return u
-	}
-	return "http://127.0.0.1:9200"
-}
+func esURL() string { return testutil.ESURL() }
 
 // TestMain waits (bounded) for the node so a just-started stack is not a failure.
 func TestMain(m *testing.M) {

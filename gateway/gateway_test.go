@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -30,12 +31,21 @@ type fakeService struct {
 	texts     []string
 	ingestErr error
 	items     func([]service.Upload) []service.IngestItem
+	// refreshes are the refresh policies Ingest and Delete were called with.
+	refreshes []string
+	// ingestOpts are Ingest's options; similarIDs and existsIDs what Similar
+	// and Exists were asked.
+	ingestOpts []service.IngestOptions
+	similarIDs []string
+	existsIDs  [][]string
 }
 
-func (f *fakeService) Ingest(_ context.Context, ups []service.Upload) ([]service.IngestItem, error) {
+func (f *fakeService) Ingest(_ context.Context, ups []service.Upload, opts service.IngestOptions) ([]service.IngestItem, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.uploads = append(f.uploads, ups...)
+	f.refreshes = append(f.refreshes, opts.Refresh)
+	f.ingestOpts = append(f.ingestOpts, opts)
 	if f.ingestErr != nil {
 		return nil, f.ingestErr
 	}
@@ -57,7 +67,12 @@ func (f *fakeService) Get(_ context.Context, id string) (*service.Image, error) 
 func (f *fakeService) Content(context.Context, string) (io.ReadSeekCloser, *service.Image, error) {
 	return nil, nil, apierr.New(apierr.NotFound, "content_not_found", "none")
 }
-func (f *fakeService) Delete(context.Context, string) error { return nil }
+func (f *fakeService) Delete(_ context.Context, _, refresh string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refreshes = append(f.refreshes, refresh)
+	return nil
+}
 func (f *fakeService) SearchImage(_ context.Context, data []byte, q service.Query) ([]service.Hit, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -405,6 +420,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		if i := strings.Index(path, ":id"); i >= 0 {
 			path = path[:i] + "{id}" + path[i+3:]
 		}
+		path = strings.Replace(path, "*filepath", "{filepath}", 1) // the page's static files
 		routed = append(routed, r.Method+" "+path)
 	}
 	sort.Strings(documented)
@@ -427,5 +443,53 @@ func TestReadyz(t *testing.T) {
 	rec := do(h, httptest.NewRequest("GET", "/readyz", nil))
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "clip_text not ready") || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("readyz: %d %s", rec.Code, rec.Body)
+	}
+	if strings.Contains(rec.Body.String(), "replicas") {
+		t.Errorf("readyz lists replicas although no check has any: %s", rec.Body)
+	}
+}
+
+// TestReadyzReplicas: a check that balances over replicas lists their states
+// next to the unchanged checks; readiness is the check's answer (ready while
+// one replica is), in both directions.
+func TestReadyzReplicas(t *testing.T) {
+	states := map[string]string{"10.0.0.1:8001": "ready", "10.0.0.2:8001": "transient_failure"}
+	var tritonErr error
+	cfg := config.Default()
+	reg := prometheus.NewRegistry()
+	h := New(Deps{Config: cfg, Service: &fakeService{}, Logger: zap.NewNop(), Registry: reg, Gatherer: reg,
+		Checks: []Check{
+			{Name: "elasticsearch", Ready: func(context.Context) error { return nil }},
+			{Name: "triton", Ready: func(context.Context) error { return tritonErr },
+				Replicas: func() map[string]string { return states }},
+		}})
+	type answer struct {
+		Status   string                       `json:"status"`
+		Checks   map[string]string            `json:"checks"`
+		Replicas map[string]map[string]string `json:"replicas"`
+	}
+	get := func(wantCode int) answer {
+		t.Helper()
+		rec := do(h, httptest.NewRequest("GET", "/readyz", nil))
+		var a answer
+		if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || rec.Code != wantCode {
+			t.Fatalf("readyz: %d %s (%v), want %d", rec.Code, rec.Body, err, wantCode)
+		}
+		return a
+	}
+
+	a := get(200)
+	if a.Status != "ok" || a.Checks["triton"] != "ok" || a.Checks["elasticsearch"] != "ok" {
+		t.Errorf("one replica ready: %+v", a)
+	}
+	if len(a.Replicas) != 1 || !maps.Equal(a.Replicas["triton"], states) {
+		t.Errorf("replicas %v, want triton: %v", a.Replicas, states)
+	}
+
+	states = map[string]string{"10.0.0.1:8001": "transient_failure", "10.0.0.2:8001": "transient_failure"}
+	tritonErr = apierr.New(apierr.Unavailable, "triton_unavailable", "cannot reach Triton")
+	a = get(503)
+	if a.Status != "unavailable" || a.Checks["triton"] != "cannot reach Triton" || !maps.Equal(a.Replicas["triton"], states) {
+		t.Errorf("no replica ready: %+v", a)
 	}
 }

@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -55,30 +58,60 @@ func (h *handlers) readyz(c *gin.Context) {
 		}()
 	}
 	wg.Wait()
+	body := gin.H{"status": "ok", "checks": status}
+	// Taken after the checks, so the states are at least as fresh as them.
+	if replicas := h.replicaStates(); len(replicas) > 0 {
+		body["replicas"] = replicas
+	}
 	if !ready {
+		body["status"] = "unavailable"
 		c.Header("Retry-After", "5")
-		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "checks": status})
+		c.JSON(http.StatusServiceUnavailable, body)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ok", "checks": status})
+	c.JSON(http.StatusOK, body)
+}
+
+// replicaStates returns check name → instance address → state for the checks
+// that balance over several instances (Triton replicas).
+func (h *handlers) replicaStates() map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, chk := range h.checks {
+		if chk.Replicas != nil {
+			out[chk.Name] = chk.Replicas()
+		}
+	}
+	return out
 }
 
 type ingestItemJSON struct {
 	ID     string       `json:"id,omitempty"`
 	Result string       `json:"result,omitempty"`
 	Error  *errorDetail `json:"error,omitempty"`
+	// NearDuplicates is present only with ?near_duplicates=true.
+	NearDuplicates *[]service.Duplicate `json:"near_duplicates,omitempty"`
 }
 
 // ingest accepts multipart uploads (file parts, optional id and metadata) or
 // one raw image body (id and metadata in the query string).
 func (h *handlers) ingest(c *gin.Context) {
 	start := time.Now()
+	refresh, err := refreshParam(c)
+	if err != nil {
+		abortWithError(c, err)
+		return
+	}
+	nearDups, err := h.nearDuplicatesParam(c)
+	if err != nil {
+		abortWithError(c, err)
+		return
+	}
 	uploads, err := h.readUploads(c)
 	if err != nil {
 		abortWithError(c, err)
 		return
 	}
-	items, err := h.svc.Ingest(c.Request.Context(), uploads)
+	items, err := h.svc.Ingest(c.Request.Context(), uploads, service.IngestOptions{Refresh: refresh, NearDuplicates: nearDups})
 	if err != nil {
 		abortWithError(c, err)
 		return
@@ -87,7 +120,8 @@ func (h *handlers) ingest(c *gin.Context) {
 	failed, created := 0, false
 	var firstErr error
 	for i, it := range items {
-		out[i] = ingestItemJSON{ID: it.ID, Result: string(it.Result), Error: itemError(it.Err)}
+		out[i] = ingestItemJSON{ID: it.ID, Result: string(it.Result), Error: itemError(it.Err),
+			NearDuplicates: duplicatesJSON(it.NearDuplicates, nearDups != nil && it.Err == nil)}
 		if it.Err != nil {
 			failed++
 			if firstErr == nil {
@@ -135,7 +169,7 @@ func (h *handlers) readUploads(c *gin.Context) ([]service.Upload, error) {
 			}
 			up.Metadata = m
 		}
-		data, err := readLimited(c.Request.Body, h.cfg.Preprocess.MaxBytes, "the image", "image_too_large")
+		data, err := arenaOf(c).read(c.Request.Body, h.cfg.Preprocess.MaxBytes, "the image", "image_too_large")
 		if err != nil {
 			return nil, err
 		}
@@ -172,7 +206,7 @@ func (h *handlers) readMultipartUploads(c *gin.Context) ([]service.Upload, error
 			if len(uploads) == h.cfg.Server.MaxFiles {
 				return nil, apierr.New(apierr.TooLarge, "too_many_files", "at most %d files per request", h.cfg.Server.MaxFiles)
 			}
-			data, err := readLimited(part, h.cfg.Preprocess.MaxBytes, "file "+quoteName(part.FileName()), "image_too_large")
+			data, err := arenaOf(c).read(part, h.cfg.Preprocess.MaxBytes, "file "+quoteName(part.FileName()), "image_too_large")
 			if err != nil {
 				return nil, err
 			}
@@ -194,8 +228,24 @@ func (h *handlers) readMultipartUploads(c *gin.Context) ([]service.Upload, error
 			if metadata, err = parseMetadata(raw); err != nil {
 				return nil, err
 			}
+		case "file_metadata":
+			// Per-file metadata: applies to the file part right before it.
+			if len(uploads) == 0 || uploads[len(uploads)-1].Metadata != nil {
+				return nil, apierr.New(apierr.InvalidArgument, "invalid_metadata",
+					"file_metadata must come right after the file part it describes, at most once per file")
+			}
+			what := "file_metadata of file " + quoteName(uploads[len(uploads)-1].Filename)
+			raw, err := readLimited(part, h.cfg.Server.MaxMetadataBytes, what, "metadata_too_large")
+			if err != nil {
+				return nil, err
+			}
+			md, err := parseMetadata(raw)
+			if err != nil {
+				return nil, apierr.New(apierr.InvalidArgument, "invalid_metadata", "%s: %s", what, strings.TrimPrefix(apierr.As(err).Message, "metadata: "))
+			}
+			uploads[len(uploads)-1].Metadata = md
 		default:
-			return nil, apierr.New(apierr.InvalidArgument, "unknown_field", "unknown multipart field %q (want file, id, metadata)", truncate(part.FormName(), 64))
+			return nil, apierr.New(apierr.InvalidArgument, "unknown_field", "unknown multipart field %q (want file, file_metadata, id, metadata)", truncate(part.FormName(), 64))
 		}
 		part.Close()
 	}
@@ -209,9 +259,35 @@ func (h *handlers) readMultipartUploads(c *gin.Context) ([]service.Upload, error
 		uploads[0].ID = id
 	}
 	for i := range uploads {
-		uploads[i].Metadata = metadata
+		md, err := mergeMetadata(metadata, uploads[i].Metadata, h.cfg.Server.MaxMetadataBytes)
+		if err != nil {
+			return nil, apierr.New(apierr.TooLarge, "metadata_too_large", "file %s: %v", quoteName(uploads[i].Filename), err)
+		}
+		uploads[i].Metadata = md
 	}
 	return uploads, nil
+}
+
+// mergeMetadata lays a file's own metadata over the request's (its keys
+// win), keeping the merged object within the per-image limit.
+func mergeMetadata(shared, own map[string]any, limit int64) (map[string]any, error) {
+	if own == nil {
+		return shared, nil
+	}
+	if shared == nil {
+		return own, nil
+	}
+	merged := make(map[string]any, len(shared)+len(own))
+	maps.Copy(merged, shared)
+	maps.Copy(merged, own)
+	raw, err := json.Marshal(merged)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(raw)) > limit {
+		return nil, fmt.Errorf("metadata and file_metadata together are %d bytes; the limit is %d", len(raw), limit)
+	}
+	return merged, nil
 }
 
 func multipartError(err error) error {
@@ -244,15 +320,16 @@ func (h *handlers) getContent(c *gin.Context) {
 		return
 	}
 	defer r.Close()
-	c.Header("Content-Type", img.ContentType)
-	c.Header("ETag", `"`+img.SHA256+`"`)
-	c.Header("Cache-Control", "private, max-age=86400, immutable")
-	c.Header("X-Content-Type-Options", "nosniff")
-	http.ServeContent(c.Writer, c.Request, "", img.CreatedAt, r)
+	serveOriginal(c, r, c.Param("id"), img)
 }
 
 func (h *handlers) deleteImage(c *gin.Context) {
-	if err := h.svc.Delete(c.Request.Context(), c.Param("id")); err != nil {
+	refresh, err := refreshParam(c)
+	if err != nil {
+		abortWithError(c, err)
+		return
+	}
+	if err := h.svc.Delete(c.Request.Context(), c.Param("id"), refresh); err != nil {
 		abortWithError(c, err)
 		return
 	}
@@ -281,7 +358,7 @@ func (h *handlers) searchImage(c *gin.Context) {
 			}
 		}
 		var err error
-		if data, err = readLimited(c.Request.Body, h.cfg.Preprocess.MaxBytes, "the image", "image_too_large"); err != nil {
+		if data, err = arenaOf(c).read(c.Request.Body, h.cfg.Preprocess.MaxBytes, "the image", "image_too_large"); err != nil {
 			abortWithError(c, err)
 			return
 		}
@@ -321,7 +398,7 @@ func (h *handlers) readSearchMultipart(c *gin.Context, p *searchParams) ([]byte,
 			if data != nil {
 				return nil, apierr.New(apierr.InvalidArgument, "too_many_files", "search by image takes exactly one file")
 			}
-			if data, err = readLimited(part, h.cfg.Preprocess.MaxBytes, "the image", "image_too_large"); err != nil {
+			if data, err = arenaOf(c).read(part, h.cfg.Preprocess.MaxBytes, "the image", "image_too_large"); err != nil {
 				return nil, err
 			}
 			continue

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -113,17 +114,39 @@ func deadline(d time.Duration) gin.HandlerFunc {
 }
 
 // bodyLimit refuses bodies over max before reading them when Content-Length
-// says so, and caps reading otherwise (chunked uploads).
+// says so, and caps reading otherwise (chunked uploads). After any error
+// response it drains what is left of the body (drainAfterError), so the
+// client gets to read the error.
 func bodyLimit(max int64) gin.HandlerFunc {
 	return func(c *gin.Context) {
+		body := &trackedBody{ReadCloser: c.Request.Body}
+		defer func() {
+			// A client that waits for "100 Continue" and got the final
+			// answer instead never sends the body: nothing to drain.
+			if body.ReadCloser != nil && body.ReadCloser != http.NoBody &&
+				(body.started || !strings.EqualFold(c.GetHeader("Expect"), "100-continue")) {
+				drainAfterError(c, body)
+			}
+		}()
 		if c.Request.ContentLength > max {
 			abortWithError(c, apierr.New(apierr.TooLarge, "request_too_large",
 				"request body is %d bytes; the limit is %d", c.Request.ContentLength, max))
 			return
 		}
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, max)
+		c.Request.Body = http.MaxBytesReader(c.Writer, body, max)
 		c.Next()
 	}
+}
+
+// trackedBody records whether the handler started reading the body.
+type trackedBody struct {
+	io.ReadCloser
+	started bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.started = true
+	return b.ReadCloser.Read(p)
 }
 
 // apiKeyAuth requires one of keys in "Authorization: ApiKey <key>",

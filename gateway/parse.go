@@ -49,7 +49,9 @@ func decodeJSON(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
 	}
-	if dec.More() {
+	// Not dec.More(): it reports a stray '}' or ']' as the end of input,
+	// so `{"a":1}}` would pass (found by FuzzMetadata).
+	if _, err := dec.Token(); err != io.EOF {
 		return apierr.New(apierr.InvalidArgument, "invalid_json", "unexpected data after the JSON value")
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/tusou/tusou/admission"
 	"github.com/tusou/tusou/apierr"
 	"github.com/tusou/tusou/config"
 	"github.com/tusou/tusou/service"
@@ -20,18 +21,24 @@ import (
 
 // Service is what the handlers need from the product logic.
 type Service interface {
-	Ingest(ctx context.Context, uploads []service.Upload) ([]service.IngestItem, error)
+	Ingest(ctx context.Context, uploads []service.Upload, opts service.IngestOptions) ([]service.IngestItem, error)
 	Get(ctx context.Context, id string) (*service.Image, error)
 	Content(ctx context.Context, id string) (io.ReadSeekCloser, *service.Image, error)
-	Delete(ctx context.Context, id string) error
+	Delete(ctx context.Context, id, refresh string) error
 	SearchImage(ctx context.Context, data []byte, q service.Query) ([]service.Hit, error)
 	SearchText(ctx context.Context, text string, q service.Query) ([]service.Hit, error)
+	Similar(ctx context.Context, id string, q service.Query) ([]service.Hit, error)
+	Exists(ctx context.Context, ids []string) ([]string, error)
 }
 
 // Check is one readiness dependency (Elasticsearch, Triton).
 type Check struct {
 	Name  string
 	Ready func(ctx context.Context) error
+	// Replicas, when set, returns the state of each instance the gateway
+	// balances over (address → state, e.g. "ready", "transient_failure");
+	// /readyz shows it under replicas.<Name>. Ready alone decides readiness.
+	Replicas func() map[string]string
 }
 
 // Deps are the gateway's collaborators.
@@ -42,6 +49,11 @@ type Deps struct {
 	Logger   *zap.Logger
 	Registry prometheus.Registerer
 	Gatherer prometheus.Gatherer
+	// Thumbnails makes image previews; nil answers 404 on the thumbnail route.
+	Thumbnails Thumbnails
+	// Budget bounds the request bytes held at once (server.memory_budget_bytes),
+	// shared with the sidecar; nil: no bound.
+	Budget *admission.Budget
 }
 
 // New returns the REST API handler.
@@ -68,15 +80,21 @@ func New(d Deps) http.Handler {
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{})))
 	r.GET("/openapi.json", serveOpenAPI)
 
-	v1 := r.Group("/v1", deadline(cfg.Server.RequestTimeout), bodyLimit(cfg.Server.MaxBodyBytes))
+	v1 := r.Group("/v1", deadline(cfg.Server.RequestTimeout), bodyLimit(cfg.Server.MaxBodyBytes),
+		crossOrigin(cfg.Server.AllowedOrigins))
 	if len(cfg.Auth.APIKeys) > 0 {
 		v1.Use(apiKeyAuth(cfg.Auth.APIKeys))
 	}
+	v1.Use(pathID())
+	v1.Use(memoryBudget(d.Budget)) // after auth: anonymous bodies take no budget
 	v1.POST("/images", h.ingest)
 	v1.GET("/images/:id", h.getImage)
 	v1.GET("/images/:id/content", h.getContent)
+	v1.GET("/images/:id/similar", h.similar)
+	v1.POST("/images/_exists", h.exists)
 	v1.DELETE("/images/:id", h.deleteImage)
 	v1.POST("/search/image", h.searchImage)
 	v1.POST("/search/text", h.searchText)
+	registerUI(r, v1, d.Thumbnails)
 	return r
 }

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -358,15 +359,20 @@ func TestGatewayDockerfileBuild(t *testing.T) {
 	if g.pkg != "./cmd/tusou" || g.out == "" {
 		t.Errorf("go build must build ./cmd/tusou with -o, got package %q -o %q", g.pkg, g.out)
 	}
-	// The builder image's Go is the go.mod Go.
+	// The builder image's Go is the go.mod Go's release (same major.minor)
+	// at a patch level no older than the go line: go.mod states a minimum
+	// (1.26.0, so any 1.26 toolchain builds without a download) while the
+	// image pins the exact patch release.
 	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^go (\d+\.\d+(?:\.\d+)?)$`).FindSubmatch(gomod)
+	m := regexp.MustCompile(`(?m)^go (\d+)\.(\d+)(?:\.(\d+))?$`).FindSubmatch(gomod)
 	goImage := d.metaArgs["GO_IMAGE"]
-	if m == nil || !strings.HasPrefix(goImage, "golang:"+string(m[1])+"-") {
-		t.Errorf("GO_IMAGE %q does not match go.mod's go line", goImage)
+	im := regexp.MustCompile(`^golang:(\d+)\.(\d+)\.(\d+)-`).FindStringSubmatch(goImage)
+	patch := func(b []byte) int { n, _ := strconv.Atoi(string(b)); return n }
+	if m == nil || im == nil || im[1] != string(m[1]) || im[2] != string(m[2]) || patch([]byte(im[3])) < patch(m[3]) {
+		t.Errorf("GO_IMAGE %q is not a Go release matching go.mod's go line", goImage)
 	}
 
 	b := buildGateway(t)

@@ -18,9 +18,21 @@ type header struct {
 	// JPEG only.
 	jpegComponents int
 	jpegPrecision  int
+	// jpegProgressive: libjpeg then holds every DCT coefficient of the
+	// image until the last scan (see DecodeCost).
+	jpegProgressive bool
 }
 
 var errTruncatedHeader = errors.New("header truncated")
+
+// SniffLen is how many leading bytes Sniff needs to name any format it knows.
+const SniffLen = 1024
+
+// Sniff names a file's format from its first SniffLen bytes, without decoding:
+// supported says whether tusou decodes it (jpeg, png, gif, webp). Other
+// formats get a name ("heic", "tiff", "pdf", "html", ...) or "unknown". Clients
+// such as `tusou ingest` use it to pick image files by content, not by name.
+func Sniff(b []byte) (format string, supported bool) { return sniff(b) }
 
 // sniff names the format from magic bytes. Unsupported formats get a name for
 // the error message; "" means the bytes match nothing known.
@@ -162,6 +174,7 @@ func parseJPEGHeader(b []byte) (header, error) {
 			h.height = int(binary.BigEndian.Uint16(seg[1:]))
 			h.width = int(binary.BigEndian.Uint16(seg[3:]))
 			h.jpegComponents = int(seg[5])
+			h.jpegProgressive = m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE
 			o, present := exifOrientation(exif)
 			if !present && xmp != nil {
 				o = xmpOrientation(xmp)

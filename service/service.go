@@ -31,6 +31,8 @@ type Store interface {
 	Get(ctx context.Context, id string) (esproxy.Doc, error)
 	Delete(ctx context.Context, id, refresh string) error
 	KNN(ctx context.Context, q esproxy.KNNQuery) ([]esproxy.Hit, error)
+	Vector(ctx context.Context, id string) ([]float32, error)
+	Exists(ctx context.Context, ids []string) ([]string, error)
 }
 
 // Blobs keeps original image bytes (blobstore.Dir).
@@ -56,16 +58,12 @@ func New(images ImageEmbedder, texts TextEmbedder, store Store, blobs Blobs) *Se
 	return &Service{images: images, texts: texts, store: store, blobs: blobs}
 }
 
-// contentTypes maps the decoder's format names to media types.
-var contentTypes = map[string]string{
-	"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
-}
-
 // Ingest embeds every upload concurrently (so the Triton batcher sees them
 // together), stores the originals, then indexes all documents in one bulk
-// request that returns once they are searchable. An item that fails to decode
-// or embed fails alone; nothing is indexed for it.
-func (s *Service) Ingest(ctx context.Context, uploads []Upload) ([]IngestItem, error) {
+// request that returns once they are searchable (unless opts.Refresh says
+// otherwise). An item that fails to decode or embed fails alone; nothing is
+// indexed for it.
+func (s *Service) Ingest(ctx context.Context, uploads []Upload, opts IngestOptions) ([]IngestItem, error) {
 	items := make([]IngestItem, len(uploads))
 	docs := make([]*esproxy.Doc, len(uploads))
 	var wg sync.WaitGroup
@@ -94,7 +92,7 @@ func (s *Service) Ingest(ctx context.Context, uploads []Upload) ([]IngestItem, e
 		return items, nil
 	}
 	if len(batch) == 1 {
-		res, err := s.store.Index(ctx, batch[0], "")
+		res, err := s.store.Index(ctx, batch[0], opts.Refresh)
 		if err != nil {
 			if len(uploads) == 1 {
 				return nil, err
@@ -104,7 +102,7 @@ func (s *Service) Ingest(ctx context.Context, uploads []Upload) ([]IngestItem, e
 		}
 		items[where[0]].Result = Result(res)
 	} else {
-		results, err := s.store.Bulk(ctx, batch, "")
+		results, err := s.store.Bulk(ctx, batch, opts.Refresh)
 		if err != nil {
 			return nil, err
 		}
@@ -118,6 +116,11 @@ func (s *Service) Ingest(ctx context.Context, uploads []Upload) ([]IngestItem, e
 		}
 	}
 	s.storeOriginals(ctx, uploads, items)
+	if opts.NearDuplicates != nil {
+		if err := s.nearDuplicates(ctx, items, docs, *opts.NearDuplicates); err != nil {
+			return nil, err
+		}
+	}
 	return items, nil
 }
 
@@ -159,7 +162,7 @@ func (s *Service) prepare(ctx context.Context, up *Upload) (*esproxy.Doc, error)
 	return &esproxy.Doc{
 		ID:          id,
 		Vector:      vec,
-		ContentType: contentTypes[info.Format],
+		ContentType: preprocess.MediaType(info.Format),
 		Width:       info.Width,
 		Height:      info.Height,
 		Bytes:       int64(len(up.Data)),
@@ -194,9 +197,10 @@ func (s *Service) Content(ctx context.Context, id string) (io.ReadSeekCloser, *I
 }
 
 // Delete removes the document first (so it stops matching at once), then the
-// original.
-func (s *Service) Delete(ctx context.Context, id string) error {
-	if err := s.store.Delete(ctx, id, ""); err != nil {
+// original. refresh has Elasticsearch's meanings ("" is the configured
+// default, wait_for: gone from search results when Delete returns).
+func (s *Service) Delete(ctx context.Context, id, refresh string) error {
+	if err := s.store.Delete(ctx, id, refresh); err != nil {
 		return err
 	}
 	if s.blobs != nil {
@@ -223,9 +227,11 @@ func (s *Service) SearchText(ctx context.Context, text string, q Query) ([]Hit, 
 	return s.knn(ctx, vec, q)
 }
 
-func (s *Service) knn(ctx context.Context, vec []float32, q Query) ([]Hit, error) {
+// knn searches the index; hits never include the exclude ids.
+func (s *Service) knn(ctx context.Context, vec []float32, q Query, exclude ...string) ([]Hit, error) {
 	hits, err := s.store.KNN(ctx, esproxy.KNNQuery{
 		Vector: vec, K: q.K, NumCandidates: q.NumCandidates, Filter: q.Filter, Similarity: q.MinScore,
+		ExcludeIDs: exclude,
 	})
 	if err != nil {
 		return nil, err

@@ -29,6 +29,9 @@ type fakeStore struct {
 	docs    map[string]esproxy.Doc
 	deleted []string
 	bulkErr error
+	// knnQueries are the searches made; knnErr fails them.
+	knnQueries []esproxy.KNNQuery
+	knnErr     error
 }
 
 func (f *fakeStore) put(d esproxy.Doc) esproxy.Result {
@@ -75,7 +78,9 @@ func (f *fakeStore) Delete(_ context.Context, id, _ string) error {
 	f.deleted = append(f.deleted, id)
 	return nil
 }
-func (f *fakeStore) KNN(context.Context, esproxy.KNNQuery) ([]esproxy.Hit, error) { return nil, nil }
+func (f *fakeStore) KNN(_ context.Context, q esproxy.KNNQuery) ([]esproxy.Hit, error) {
+	return f.bruteForce(q)
+}
 
 type fakeBlobs struct {
 	mu   sync.Mutex
@@ -127,7 +132,7 @@ func TestIngestIdsResultsAndOrder(t *testing.T) {
 	s, st, bl := newSvc()
 	ctx := context.Background()
 	ups := []Upload{{Data: []byte("a")}, {Data: []byte("bad1")}, {Data: []byte("c"), ID: "mine"}, {Data: []byte("a")}}
-	items, err := s.Ingest(ctx, ups)
+	items, err := s.Ingest(ctx, ups, IngestOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +155,7 @@ func TestIngestIdsResultsAndOrder(t *testing.T) {
 		t.Errorf("blobs: %v", bl.data)
 	}
 	// "exists" must never overwrite the original of the document that exists.
-	if _, err := s.Ingest(ctx, []Upload{{Data: []byte("other bytes"), ID: "mine"}}); err != nil {
+	if _, err := s.Ingest(ctx, []Upload{{Data: []byte("other bytes"), ID: "mine"}}, IngestOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if string(bl.data["mine"]) != "c" {
@@ -161,7 +166,7 @@ func TestIngestIdsResultsAndOrder(t *testing.T) {
 func TestIngestUndoesDocumentWhenBlobFails(t *testing.T) {
 	s, st, bl := newSvc()
 	bl.fail = true
-	items, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x")}, {Data: []byte("y")}})
+	items, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x")}, {Data: []byte("y")}}, IngestOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +183,7 @@ func TestIngestUndoesDocumentWhenBlobFails(t *testing.T) {
 func TestIngestStoreFailureFailsRequest(t *testing.T) {
 	s, st, _ := newSvc()
 	st.bulkErr = apierr.New(apierr.Unavailable, "es_unavailable", "down")
-	if _, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x")}, {Data: []byte("y")}}); apierr.KindOf(err) != apierr.Unavailable {
+	if _, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x")}, {Data: []byte("y")}}, IngestOptions{}); apierr.KindOf(err) != apierr.Unavailable {
 		t.Fatalf("want Unavailable, got %v", err)
 	}
 }
@@ -186,7 +191,7 @@ func TestIngestStoreFailureFailsRequest(t *testing.T) {
 func TestContentAndDelete(t *testing.T) {
 	s, _, bl := newSvc()
 	ctx := context.Background()
-	items, _ := s.Ingest(ctx, []Upload{{Data: []byte("img"), Metadata: map[string]any{"k": "v"}}})
+	items, _ := s.Ingest(ctx, []Upload{{Data: []byte("img"), Metadata: map[string]any{"k": "v"}}}, IngestOptions{})
 	id := items[0].ID
 	r, img, err := s.Content(ctx, id)
 	if err != nil {
@@ -196,7 +201,7 @@ func TestContentAndDelete(t *testing.T) {
 	if string(got) != "img" || img.ContentType != "image/jpeg" || string(img.Metadata) != `{"k":"v"}` {
 		t.Fatalf("content %q image %+v", got, img)
 	}
-	if err := s.Delete(ctx, id); err != nil {
+	if err := s.Delete(ctx, id, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := bl.data[id]; ok {

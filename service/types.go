@@ -21,6 +21,20 @@ type Upload struct {
 	Metadata map[string]any
 }
 
+// IngestOptions are the per-request ingest settings.
+type IngestOptions struct {
+	// Refresh says when Ingest returns, with Elasticsearch's meanings:
+	// "wait_for" (or "": the configured default) once the documents are
+	// searchable, "true" the same but refreshing at once, "false" as soon as
+	// they are stored (searchable within the index refresh interval; for
+	// bulk loaders).
+	Refresh string
+	// NearDuplicates, when set, is a cosine threshold: every created or
+	// existing item then lists the other images at least that similar
+	// (IngestItem.NearDuplicates).
+	NearDuplicates *float32
+}
+
 // Result says what an ingest did with one image.
 type Result string
 
@@ -38,6 +52,17 @@ type IngestItem struct {
 	Result Result `json:"result,omitempty"`
 	// Err is set when this item failed; other items are unaffected.
 	Err error `json:"-"`
+	// NearDuplicates are the other images whose cosine to this one reaches
+	// IngestOptions.NearDuplicates, most similar first; nil when not asked,
+	// empty when none.
+	NearDuplicates []Duplicate `json:"near_duplicates,omitempty"`
+}
+
+// Duplicate is another image close to an ingested one.
+type Duplicate struct {
+	ID string `json:"id"`
+	// Score is the cosine similarity between the two images, -1..1.
+	Score float64 `json:"score"`
 }
 
 // Image is a stored image's public description (never its vector).

@@ -35,7 +35,9 @@ type gateway struct {
 	logs  *bytes.Buffer
 }
 
-func startBinary(t *testing.T) *gateway {
+// startBinary starts the binary with the test's settings plus env
+// ("TUSOU_X=v" entries, which win).
+func startBinary(t *testing.T, env ...string) *gateway {
 	t.Helper()
 	root := testutil.Root()
 	// make test passes the binary it built (same flags as the release build).
@@ -71,7 +73,9 @@ func startBinary(t *testing.T) *gateway {
 		"TUSOU_ELASTICSEARCH_INDEX="+g.alias,
 		"TUSOU_BLOBS_DIR="+t.TempDir(),
 		"TUSOU_LOG_LEVEL=warn",
+		"TUSOU_TEXT_TOKENIZER_PATH="+testutil.TokenizerPath(),
 	)
+	g.cmd.Env = append(g.cmd.Env, env...)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -103,7 +107,7 @@ func startBinary(t *testing.T) *gateway {
 }
 
 func deleteAlias(alias string) {
-	resp, err := http.Get("http://127.0.0.1:9200/_alias/" + alias)
+	resp, err := http.Get(testutil.ESURL() + "/_alias/" + alias)
 	if err != nil {
 		return
 	}
@@ -111,7 +115,7 @@ func deleteAlias(alias string) {
 	var indices map[string]any
 	json.NewDecoder(resp.Body).Decode(&indices)
 	for name := range indices {
-		req, _ := http.NewRequest("DELETE", "http://127.0.0.1:9200/"+name, nil)
+		req, _ := http.NewRequest("DELETE", testutil.ESURL()+"/"+name, nil)
 		if r, err := http.DefaultClient.Do(req); err == nil {
 			r.Body.Close()
 		}
@@ -271,7 +275,7 @@ func TestHostileInputs(t *testing.T) {
 		t.Fatalf("gateway not ready after hostile inputs: %v %v", err, resp)
 	}
 	resp.Body.Close()
-	resp, _ = http.Get("http://127.0.0.1:9200/" + g.alias + "/_count")
+	resp, _ = http.Get(testutil.ESURL() + "/" + g.alias + "/_count")
 	var count struct{ Count int }
 	json.NewDecoder(resp.Body).Decode(&count)
 	resp.Body.Close()

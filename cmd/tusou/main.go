@@ -1,6 +1,7 @@
 // Command tusou is the gateway binary: `tusou serve` runs the REST API,
 // `tusou config reference` prints the configuration reference, and
 // `tusou config check` validates a configuration without starting anything.
+// `tusou ingest` and `tusou search` are clients of a running gateway.
 package main
 
 import (
@@ -24,8 +25,32 @@ var version = "dev"
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "tusou:", err)
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(1)
 	}
+}
+
+// exitError carries a command's exit status.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
+// clientContext is cancelled by the first Ctrl-C (SIGINT) or SIGTERM; the
+// signals then get their default action back, so a second Ctrl-C quits at once.
+func clientContext(stderr io.Writer) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	onSignal := context.AfterFunc(ctx, func() {
+		stop()
+		fmt.Fprintln(stderr, "\ninterrupted: finishing the requests in flight (Ctrl-C again to quit now)")
+	})
+	return ctx, func() { onSignal(); stop() }
 }
 
 const usage = `usage: tusou <command> [flags]
@@ -34,6 +59,9 @@ commands:
   serve              run the gateway (REST API on server.listen)
   config check       load and validate the configuration, then exit
   config reference   print the configuration reference (Markdown)
+  ingest PATH...     index the images under folders, files or stdin (-) through a gateway
+  search             search a gateway by --text, --image FILE or --similar ID
+  tune               find the image batcher settings for a p99 target against a live Triton
   version            print the version
 `
 
@@ -92,6 +120,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		return fmt.Errorf("config: unknown subcommand %q (want check or reference)", args[1])
+	case "ingest":
+		ctx, stop := clientContext(stderr)
+		defer stop()
+		return ingestCmd(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "search":
+		ctx, stop := clientContext(stderr)
+		defer stop()
+		return searchCmd(ctx, args[1:], stdout, stderr)
+	case "tune":
+		ctx, stop := clientContext(stderr)
+		defer stop()
+		return tuneCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tusou", version)
 		return nil
