@@ -4,14 +4,13 @@
 #
 #   BENCH_TIME=2 preprocess/bench/run.sh      (CPU seconds per image and mode)
 #
-# Needs python3.11 (for .local/venv-preprocess), Go with cgo and
+# Needs python3 >= 3.11 on PATH or $PYTHON (for .local/venv-preprocess), Go with cgo and
 # libturbojpeg0-dev, apt access for the photos (fetch_photos.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=.local/venv-preprocess/bin/python
 if [ ! -x "$PY" ]; then
-  PYTHON=${PYTHON:-$(command -v python3.11 || echo /root/.pyenv/versions/3.11.7/bin/python)}
-  "$PYTHON" -m venv .local/venv-preprocess
+  "${PYTHON:-python3}" -m venv .local/venv-preprocess
   "$PY" -m pip install -q -r preprocess/bench/requirements.txt
 fi
 ls .local/cache/bench-photos/photos/*.jpg >/dev/null 2>&1 || preprocess/bench/fetch_photos.sh
