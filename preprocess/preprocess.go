@@ -249,6 +249,25 @@ func jpegDenom(w, h int, minSide float64) int {
 	return 1
 }
 
+// decodeOriented decodes data (at 1/denom scale) into bufs, checks the
+// result against the header, and returns it seen in its EXIF orientation:
+// the step that preprocessing and thumbnails share.
+func (p *Preprocessor) decodeOriented(ctx context.Context, data []byte, hdr header, denom int, bufs *buffers) (view, Info, error) {
+	img, err := decodeAny(data, hdr, denom, p.bg, bufs)
+	if err != nil {
+		return view{}, p.info(hdr, denom), apierr.Wrap(err, apierr.Unprocessable, "image_corrupt",
+			"the %s image could not be decoded", hdr.format)
+	}
+	if img.w <= 0 || img.h <= 0 || (denom == 1 && (img.w != hdr.width || img.h != hdr.height)) {
+		return view{}, p.info(hdr, denom), apierr.New(apierr.Unprocessable, "image_corrupt",
+			"the %s image decoded to %d×%d but its header says %d×%d", hdr.format, img.w, img.h, hdr.width, hdr.height)
+	}
+	if err := ctxErr(ctx); err != nil {
+		return view{}, Info{}, err
+	}
+	return orientedView(img, hdr.orientation), p.info(hdr, denom), nil
+}
+
 // crop runs the pipeline up to the uint8 crop, which lives in bufs.
 func (p *Preprocessor) crop(ctx context.Context, data []byte, bufs *buffers) ([]byte, Info, error) {
 	if err := ctxErr(ctx); err != nil {
@@ -263,21 +282,10 @@ func (p *Preprocessor) crop(ctx context.Context, data []byte, bufs *buffers) ([]
 	if hdr.format == FormatJPEG && p.cfg.JPEGDCTScaling && jpegExact {
 		denom = jpegDenom(hdr.width, hdr.height, p.cfg.DCTMinSideRatio*float64(size))
 	}
-	img, err := decodeAny(data, hdr, denom, p.bg, bufs)
+	v, info, err := p.decodeOriented(ctx, data, hdr, denom, bufs)
 	if err != nil {
-		return nil, p.info(hdr, denom), apierr.Wrap(err, apierr.Unprocessable, "image_corrupt",
-			"the %s image could not be decoded", hdr.format)
+		return nil, info, err
 	}
-	if img.w <= 0 || img.h <= 0 || (denom == 1 && (img.w != hdr.width || img.h != hdr.height)) {
-		return nil, p.info(hdr, denom), apierr.New(apierr.Unprocessable, "image_corrupt",
-			"the %s image decoded to %d×%d but its header says %d×%d", hdr.format, img.w, img.h, hdr.width, hdr.height)
-	}
-	if err := ctxErr(ctx); err != nil {
-		return nil, Info{}, err
-	}
-	info := p.info(hdr, denom)
-
-	v := orientedView(img, hdr.orientation)
 	// The resize geometry is the full-resolution one; a DCT-scaled image
 	// covers it with a fractional box, exactly as Pillow's draft + resize.
 	W, H := info.Width, info.Height

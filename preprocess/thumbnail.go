@@ -36,20 +36,10 @@ func (p *Preprocessor) Thumbnail(ctx context.Context, data []byte, maxSide int) 
 	}
 	bufs := p.pool.Get().(*buffers)
 	defer p.release(bufs)
-	img, err := decodeAny(data, hdr, denom, p.bg, bufs)
+	v, info, err := p.decodeOriented(ctx, data, hdr, denom, bufs)
 	if err != nil {
-		return nil, p.info(hdr, denom), apierr.Wrap(err, apierr.Unprocessable, "image_corrupt",
-			"the %s image could not be decoded", hdr.format)
+		return nil, info, err
 	}
-	if img.w <= 0 || img.h <= 0 || (denom == 1 && (img.w != hdr.width || img.h != hdr.height)) {
-		return nil, p.info(hdr, denom), apierr.New(apierr.Unprocessable, "image_corrupt",
-			"the %s image decoded to %d×%d but its header says %d×%d", hdr.format, img.w, img.h, hdr.width, hdr.height)
-	}
-	if err := ctxErr(ctx); err != nil {
-		return nil, Info{}, err
-	}
-	info := p.info(hdr, denom)
-	v := orientedView(img, hdr.orientation)
 	out := image.NewRGBA(image.Rect(0, 0, outW, outH))
 	if denom == 1 && outW == v.w && outH == v.h {
 		copyView(v, out)
