@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 
 	"go.uber.org/zap"
 )
@@ -23,28 +22,6 @@ type Budget interface {
 	// Release returns n bytes reserved earlier.
 	Release(n int64)
 }
-
-// byteBudget is a Budget of a fixed number of bytes.
-type byteBudget struct {
-	limit int64
-	used  atomic.Int64
-}
-
-func newByteBudget(limit int64) *byteBudget { return &byteBudget{limit: limit} }
-
-func (b *byteBudget) TryAcquire(n int64) bool {
-	for {
-		u := b.used.Load()
-		if u+n > b.limit {
-			return false
-		}
-		if b.used.CompareAndSwap(u, u+n) {
-			return true
-		}
-	}
-}
-
-func (b *byteBudget) Release(n int64) { b.used.Add(-n) }
 
 // UseBudget adds a process-wide budget: request bodies then need room in
 // both. Call it before serving.

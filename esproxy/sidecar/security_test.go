@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/tusou/tusou/admission"
 	"github.com/tusou/tusou/esproxy"
 )
 
@@ -423,7 +424,7 @@ func TestInflightBytesBudget(t *testing.T) {
 	if status, _, resp := h.do("POST", "/_bulk", nil, body); status != 200 {
 		t.Fatalf("after release: %d %s", status, resp)
 	}
-	if used := h.sc.budgets[0].(*byteBudget).used.Load(); used != 0 {
+	if used := h.sc.budgets[0].(*admission.Budget).InUse(); used != 0 {
 		t.Fatalf("%d bytes still reserved after the requests ended", used)
 	}
 	// A process-wide budget added with UseBudget is consulted too.

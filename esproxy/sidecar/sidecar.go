@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tusou/tusou/admission"
 	"github.com/tusou/tusou/esproxy"
 	"github.com/tusou/tusou/preprocess"
 	"go.uber.org/zap"
@@ -83,7 +84,7 @@ func New(cfg Config, es esproxy.Config, images ImageEmbedder, texts TextEmbedder
 		allow:      newAllowSet(cfg.Allow),
 		labels:     newLabelSet(cfg.Allow),
 		guard:      newWriteGuard(cfg, es.Index),
-		budgets:    []Budget{newByteBudget(cfg.MaxInflightBytes)},
+		budgets:    []Budget{admission.New(cfg.MaxInflightBytes, 0, nil)},
 		up:         up,
 		images:     images,
 		texts:      texts,
