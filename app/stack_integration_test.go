@@ -30,7 +30,6 @@ func TestStackEightImagesOneBatch(t *testing.T) {
 	var b [4]byte
 	rand.Read(b[:])
 	cfg.Elasticsearch.Index = "tusou-it-stack-" + hex.EncodeToString(b[:])
-	cfg.Elasticsearch.IndexOptions.Type = "hnsw"
 	defer deleteAlias(t, cfg.Elasticsearch.Index)
 	reg := prometheus.NewRegistry()
 
