@@ -183,17 +183,24 @@ fetch() {
 
 install_dist() {
   [[ -f "$ES_HOME/.tusou-installed" ]] && return 0
-  fetch
-  local tmp="$ES_BASE/.unpack.$$"
-  rm -rf "$tmp" "$ES_HOME"
-  mkdir -p "$tmp"
-  log "unpacking into $ES_HOME"
-  unzip -q "$CACHE/elasticsearch-${ES_VERSION}.zip" -d "$tmp"
-  mv "$tmp/elasticsearch-${ES_VERSION}" "$ES_HOME"
-  rm -rf "$tmp"
-  # Keep the pristine config to render from, so a re-render never stacks settings.
-  cp -a "$ES_HOME/config" "$ES_HOME/config.dist"
-  echo "$ES_SHA256" >"$ES_HOME/.tusou-installed"
+  # Both nodes share the download and the unpacked distribution, and `make up` starts them
+  # in parallel: one installs under this lock while the other waits, then finds it installed.
+  mkdir -p "$RUN_DIR"
+  (
+    flock -w 900 8 || die "could not lock $RUN_DIR/elasticsearch-dist.lock (another install still running?)"
+    [[ -f "$ES_HOME/.tusou-installed" ]] && exit 0
+    fetch
+    tmp="$ES_BASE/.unpack.$$"
+    rm -rf "$tmp" "$ES_HOME"
+    mkdir -p "$tmp"
+    log "unpacking into $ES_HOME"
+    unzip -q "$CACHE/elasticsearch-${ES_VERSION}.zip" -d "$tmp"
+    mv "$tmp/elasticsearch-${ES_VERSION}" "$ES_HOME"
+    rm -rf "$tmp"
+    # Keep the pristine config to render from, so a re-render never stacks settings.
+    cp -a "$ES_HOME/config" "$ES_HOME/config.dist"
+    echo "$ES_SHA256" >"$ES_HOME/.tusou-installed"
+  ) 8>"$RUN_DIR/elasticsearch-dist.lock"
 }
 
 has_module() { [[ -d "$ES_HOME/modules/$1" ]]; }
