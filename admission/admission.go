@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/internal/promreg"
 )
 
 // CodeOverBudget is the error code of a refusal.
@@ -42,17 +43,16 @@ func New(limit int64, retryAfter time.Duration, reg prometheus.Registerer) *Budg
 			Help: "Requests refused with 429 because the bytes they needed did not fit in server.memory_budget_bytes, by what needed them.",
 		}, []string{"what"}),
 	}
-	if reg != nil {
-		reg.MustRegister(b.refusals,
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "tusou_memory_budget_bytes",
-				Help: "server.memory_budget_bytes: the bytes requests may hold at once (bodies, decoded images).",
-			}, func() float64 { return float64(b.limit) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "tusou_memory_budget_in_use_bytes",
-				Help: "Bytes of server.memory_budget_bytes reserved by requests now.",
-			}, func() float64 { return float64(b.used.Load()) }))
-	}
+	b.refusals = promreg.Register(reg, b.refusals)
+	promreg.All(reg,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tusou_memory_budget_bytes",
+			Help: "server.memory_budget_bytes: the bytes requests may hold at once (bodies, decoded images).",
+		}, func() float64 { return float64(b.limit) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tusou_memory_budget_in_use_bytes",
+			Help: "Bytes of server.memory_budget_bytes reserved by requests now.",
+		}, func() float64 { return float64(b.used.Load()) }))
 	return b
 }
 

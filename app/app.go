@@ -34,6 +34,7 @@ import (
 	"github.com/tusou/tusou/esproxy"
 	"github.com/tusou/tusou/esproxy/sidecar"
 	"github.com/tusou/tusou/gateway"
+	"github.com/tusou/tusou/internal/promreg"
 	"github.com/tusou/tusou/preprocess"
 	"github.com/tusou/tusou/service"
 	"github.com/tusou/tusou/thumbnail"
@@ -185,11 +186,11 @@ type App struct {
 // not serving.
 func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "tusou_build_info", Help: "Always 1; the version label says which build runs.",
-		ConstLabels: prometheus.Labels{"version": version},
-	}, func() float64 { return 1 }))
+	promreg.All(reg, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tusou_build_info", Help: "Always 1; the version label says which build runs.",
+			ConstLabels: prometheus.Labels{"version": version},
+		}, func() float64 { return 1 }))
 
 	pre, err := preprocess.New(cfg.Preprocess)
 	if err != nil {
@@ -268,7 +269,7 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 		workers = runtime.GOMAXPROCS(0)
 	}
 	limiter := embed.NewLimiter(workers, cfg.Decode.QueueSize, refusals.Inc)
-	reg.MustRegister(refusals, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	promreg.All(reg, refusals, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tusou_preprocess_waiting",
 		Help: "Images waiting for a decode worker.",
 	}, func() float64 { return float64(limiter.Waiting()) }))

@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/internal/promreg"
 )
 
 // Client is the Elasticsearch layer of the native API. It is safe for
@@ -98,15 +99,10 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Client, error
 	if err != nil {
 		return nil, fmt.Errorf("esproxy: %w", err)
 	}
-	m, err := newMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
+	m := newMetrics(reg)
 	c := &Client{cfg: cfg, es: es, log: log, metrics: m, excludes: []string{cfg.VectorField}}
 	c.quantized.Store(Quantized(cfg.IndexOptions.Type))
-	if c.refresher, err = newRefresher(c.refreshWriteIndex, cfg.RefreshMinInterval, cfg.RequestTimeout, reg); err != nil {
-		return nil, err
-	}
+	c.refresher = newRefresher(c.refreshWriteIndex, cfg.RefreshMinInterval, cfg.RequestTimeout, reg)
 	return c, nil
 }
 
@@ -169,7 +165,7 @@ type metrics struct {
 	items    *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tusou_es_requests_total",
@@ -186,14 +182,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Bulk items by result: created, exists or error.",
 		}, []string{"result"}),
 	}
-	if reg != nil {
-		for _, col := range []prometheus.Collector{m.requests, m.duration, m.items} {
-			if err := reg.Register(col); err != nil {
-				return nil, fmt.Errorf("esproxy: register metrics: %w", err)
-			}
-		}
-	}
-	return m, nil
+	m.requests = promreg.Register(reg, m.requests)
+	m.duration = promreg.Register(reg, m.duration)
+	m.items = promreg.Register(reg, m.items)
+	return m
 }
 
 // observe records one call; use as `defer c.observe(op, time.Now(), &err)`.

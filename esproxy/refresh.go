@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/internal/promreg"
 )
 
 // CodeRefreshFailed marks an error from a write that WAS stored but could not
@@ -70,20 +70,15 @@ var errRefresherClosed = errors.New("esproxy: client closed")
 
 // newRefresher returns a refresher whose loop starts with the first writer;
 // close stops it. reg may be nil to skip metrics.
-func newRefresher(refresh func(context.Context) error, minInterval, timeout time.Duration, reg prometheus.Registerer) (*refresher, error) {
+func newRefresher(refresh func(context.Context) error, minInterval, timeout time.Duration, reg prometheus.Registerer) *refresher {
 	base, cancel := context.WithCancel(context.Background())
 	r := &refresher{
 		refresh: refresh, minInterval: minInterval, timeout: timeout,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), exited: make(chan struct{}),
 		base: base, cancelBase: cancel,
 	}
-	m, err := newRefreshMetrics(reg, r.waiting)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	r.metrics = m
-	return r, nil
+	r.metrics = newRefreshMetrics(reg, r.waiting)
+	return r
 }
 
 // waiting is the number of writers waiting for a refresh.
@@ -313,7 +308,7 @@ type refreshMetrics struct {
 	waiting prometheus.GaugeFunc
 }
 
-func newRefreshMetrics(reg prometheus.Registerer, waiting func() int) (*refreshMetrics, error) {
+func newRefreshMetrics(reg prometheus.Registerer, waiting func() int) *refreshMetrics {
 	m := &refreshMetrics{
 		waiting: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tusou_es_refresh_waiting",
@@ -332,12 +327,8 @@ func newRefreshMetrics(reg prometheus.Registerer, waiting func() int) (*refreshM
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
-	if reg != nil {
-		for _, col := range []prometheus.Collector{m.writers, m.wait, m.waiting} {
-			if err := reg.Register(col); err != nil {
-				return nil, fmt.Errorf("esproxy: register metrics: %w", err)
-			}
-		}
-	}
-	return m, nil
+	m.writers = promreg.Register(reg, m.writers)
+	m.wait = promreg.Register(reg, m.wait)
+	m.waiting = promreg.Register(reg, m.waiting)
+	return m
 }

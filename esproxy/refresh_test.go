@@ -164,10 +164,7 @@ func testDoc(id string) Doc {
 // mustRefresher replaces a client's refresher in tests (no metrics registry).
 func mustRefresher(t *testing.T, refresh func(context.Context) error, minInterval time.Duration) *refresher {
 	t.Helper()
-	r, err := newRefresher(refresh, minInterval, time.Minute, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRefresher(refresh, minInterval, time.Minute, nil)
 	t.Cleanup(func() { r.close(context.Background()) })
 	return r
 }

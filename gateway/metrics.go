@@ -1,6 +1,10 @@
 package gateway
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tusou/tusou/internal/promreg"
+)
 
 // httpMetrics are the gateway's request metrics. Names and help are defined
 // here once; the registry is passed in.
@@ -32,6 +36,9 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Help: "Requests refused with a 4xx error, by error code (e.g. image_too_many_pixels, invalid_k).",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.inflight, m.refusals)
+	m.requests = promreg.Register(reg, m.requests)
+	m.duration = promreg.Register(reg, m.duration)
+	m.inflight = promreg.Register(reg, m.inflight)
+	m.refusals = promreg.Register(reg, m.refusals)
 	return m
 }

@@ -1,12 +1,11 @@
 package triton
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/peer"
 
 	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/internal/promreg"
 )
 
 // Refusal reasons (label "reason" of tusou_triton_refusals_total).
@@ -86,18 +85,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while the Triton replica (address) is ready in the gateway's load balancer and gets batches, else 0; one series per address the target resolves to.",
 		}, []string{"replica"}),
 	}
-	if reg != nil {
-		m.batchSize = register(reg, m.batchSize)
-		m.queueWait = register(reg, m.queueWait)
-		m.inferTime = register(reg, m.inferTime)
-		m.queueDepth = register(reg, m.queueDepth)
-		m.inflight = register(reg, m.inflight)
-		m.refusals = register(reg, m.refusals)
-		m.errorsTotal = register(reg, m.errorsTotal)
-		m.retries = register(reg, m.retries)
-		m.replicas = register(reg, m.replicas)
-		m.replicaUp = register(reg, m.replicaUp)
-	}
+	m.batchSize = promreg.Register(reg, m.batchSize)
+	m.queueWait = promreg.Register(reg, m.queueWait)
+	m.inferTime = promreg.Register(reg, m.inferTime)
+	m.queueDepth = promreg.Register(reg, m.queueDepth)
+	m.inflight = promreg.Register(reg, m.inflight)
+	m.refusals = promreg.Register(reg, m.refusals)
+	m.errorsTotal = promreg.Register(reg, m.errorsTotal)
+	m.retries = promreg.Register(reg, m.retries)
+	m.replicas = promreg.Register(reg, m.replicas)
+	m.replicaUp = promreg.Register(reg, m.replicaUp)
 	return m
 }
 
@@ -125,19 +122,4 @@ func (m *Metrics) replicaBatch(model string, p *peer.Peer, outcome string) {
 		addr = p.Addr.String()
 	}
 	m.replicas.WithLabelValues(model, addr, outcome).Inc()
-}
-
-// register registers c, or returns the identical collector already
-// registered. Any other registration error is a programming error.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }

@@ -1,11 +1,12 @@
 package sidecar
 
 import (
-	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tusou/tusou/internal/promreg"
 )
 
 // metrics are the tusou_sidecar_* series.
@@ -21,7 +22,7 @@ type metrics struct {
 	upstreamKO prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tusou_sidecar_requests_total",
@@ -66,14 +67,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Elasticsearch calls that got no HTTP answer (connection refused, timeout).",
 		}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.refused, m.embeds, m.embedTime, m.bulkItems, m.inflight, m.bodyBytes, m.upstreamKO} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("sidecar: register metrics: %w", err)
-			}
-		}
-	}
-	return m, nil
+	m.requests = promreg.Register(reg, m.requests)
+	m.duration = promreg.Register(reg, m.duration)
+	m.refused = promreg.Register(reg, m.refused)
+	m.embeds = promreg.Register(reg, m.embeds)
+	m.embedTime = promreg.Register(reg, m.embedTime)
+	m.bulkItems = promreg.Register(reg, m.bulkItems)
+	m.inflight = promreg.Register(reg, m.inflight)
+	m.bodyBytes = promreg.Register(reg, m.bodyBytes)
+	m.upstreamKO = promreg.Register(reg, m.upstreamKO)
+	return m
 }
 
 func (m *metrics) observeEmbed(kind string, start time.Time, err error) {

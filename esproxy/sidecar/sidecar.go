@@ -74,10 +74,7 @@ func New(cfg Config, es esproxy.Config, images ImageEmbedder, texts TextEmbedder
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
+	m := newMetrics(reg)
 	s := &Sidecar{
 		cfg:        cfg,
 		rules:      ruleSet(cfg.Rules),
