@@ -45,6 +45,10 @@ type Blobs interface {
 // undoTimeout bounds the compensating delete after a failed blob write.
 const undoTimeout = 10 * time.Second
 
+// writeTimeout bounds an ingest's write phase (index, originals, refresh
+// wait), which runs to its end even when the client has gone away.
+const writeTimeout = 60 * time.Second
+
 // Service implements ingest, retrieval and search.
 type Service struct {
 	images ImageEmbedder
@@ -91,6 +95,13 @@ func (s *Service) Ingest(ctx context.Context, uploads []Upload, opts IngestOptio
 	if len(batch) == 0 {
 		return items, nil
 	}
+	// From here on the request's cancellation (a client that went away) must
+	// not stop the write halfway: documents indexed and then undone because
+	// their originals could not be stored under a cancelled context would be
+	// seen for a moment (a resuming loader's existence check skips them) and
+	// then vanish. The write finishes, bounded by writeTimeout.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
 	if len(batch) == 1 {
 		res, err := s.store.Index(ctx, batch[0], opts.Refresh)
 		if err != nil {

@@ -211,3 +211,50 @@ func TestContentAndDelete(t *testing.T) {
 		t.Fatalf("get after delete: %v", err)
 	}
 }
+
+// ctxBlobs fails a Put whose context is done, as blobstore.Dir does.
+type ctxBlobs struct{ *fakeBlobs }
+
+func (b ctxBlobs) Put(ctx context.Context, id string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.fakeBlobs.Put(ctx, id, data)
+}
+
+// cancellingStore stores a bulk, then cancels the request: the client went
+// away while its documents were being written.
+type cancellingStore struct {
+	*fakeStore
+	cancel context.CancelFunc
+}
+
+func (s cancellingStore) Bulk(ctx context.Context, docs []esproxy.Doc, refresh string) ([]esproxy.ItemResult, error) {
+	res, err := s.fakeStore.Bulk(ctx, docs, refresh)
+	s.cancel()
+	return res, err
+}
+
+// A client that disconnects mid-write must not leave documents that are
+// indexed, seen by others (a resuming loader's existence check), and then
+// undone because their originals could not be stored under its cancelled
+// context.
+func TestIngestFinishesItsWriteWhenTheClientGoesAway(t *testing.T) {
+	st := &fakeStore{docs: map[string]esproxy.Doc{}}
+	bl := &fakeBlobs{data: map[string][]byte{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(fakeImages{}, nil, cancellingStore{st, cancel}, ctxBlobs{bl})
+	items, err := s.Ingest(ctx, []Upload{{Data: []byte("x")}, {Data: []byte("y")}}, IngestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		if it.Err != nil || it.Result != Created {
+			t.Errorf("item %+v: want created", it)
+		}
+	}
+	if len(st.docs) != 2 || len(st.deleted) != 0 || len(bl.data) != 2 {
+		t.Fatalf("docs %d, deleted %v, originals %d: want 2 documents with their originals, none undone", len(st.docs), st.deleted, len(bl.data))
+	}
+}
