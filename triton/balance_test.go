@@ -26,6 +26,30 @@ type replica struct {
 	addr string
 }
 
+// dialTwoReplicas starts two replicas behind a resolver that answers with
+// both addresses, as DNS does for a headless Service
+// (dns:///tusou-triton-headless:8001 in production), and returns a ready
+// client balancing over them; the client is closed when the test ends.
+func dialTwoReplicas(t *testing.T, cfg Config, scheme string) (*Client, *manual.Resolver, *prometheus.Registry, *replica, *replica) {
+	t.Helper()
+	a, b := startReplica(t, cfg), startReplica(t, cfg)
+	res := manual.NewBuilderWithScheme(scheme)
+	res.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: a.addr}, {Addr: b.addr}}})
+	cfg.GRPCAddr = scheme + ":///triton"
+	reg := prometheus.NewRegistry()
+	c, err := dial(context.Background(), cfg, zaptest.NewLogger(t), reg, grpc.WithResolvers(res))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	return c, res, reg, a, b
+}
+
 func startReplica(t *testing.T, cfg Config) *replica {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -83,23 +107,9 @@ func TestBatchesSpreadOverReplicas(t *testing.T) {
 	cfg.Image.Batcher.MaxBatchSize = 4
 	cfg.Image.Batcher.MaxDelay = time.Millisecond
 	cfg.Image.Batcher.MaxInflight = 4
-	a, b := startReplica(t, cfg), startReplica(t, cfg)
-	// A resolver that answers with both addresses, as DNS does for a
-	// headless Service (dns:///tusou-triton-headless:8001 in production).
-	res := manual.NewBuilderWithScheme("replicas")
-	res.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: a.addr}, {Addr: b.addr}}})
-	cfg.GRPCAddr = "replicas:///triton"
-	reg := prometheus.NewRegistry()
-	c, err := dial(context.Background(), cfg, zaptest.NewLogger(t), reg, grpc.WithResolvers(res))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c, res, reg, a, b := dialTwoReplicas(t, cfg, "replicas")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := c.WaitReady(ctx, 10*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
 	enc := NewImageEncoder(c)
 	defer enc.Close(context.Background())
 

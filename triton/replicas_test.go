@@ -7,10 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 )
 
 // replicaUp reads tusou_triton_replica_up per replica.
@@ -38,21 +35,9 @@ func replicaUp(t *testing.T, g prometheus.Gatherer) map[string]float64 {
 // its metric series; Close empties both.
 func TestReplicaStates(t *testing.T) {
 	cfg := DefaultConfig()
-	a, b := startReplica(t, cfg), startReplica(t, cfg)
-	res := manual.NewBuilderWithScheme("replicastates")
-	res.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: a.addr}, {Addr: b.addr}}})
-	cfg.GRPCAddr = "replicastates:///triton"
-	reg := prometheus.NewRegistry()
-	c, err := dial(context.Background(), cfg, zaptest.NewLogger(t), reg, grpc.WithResolvers(res))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, res, reg, a, b := dialTwoReplicas(t, cfg, "replicastates")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := c.WaitReady(ctx, 10*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
 
 	want := func(what string, states map[string]string, up map[string]float64) {
 		t.Helper()
