@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,9 @@ type Client struct {
 	metrics *Metrics
 	// replicas is the balancer's view of each Triton replica.
 	replicas *replicaTracker
+	// models are those encoders were created for (Ready checks them).
+	modelsMu sync.Mutex
+	models   []ModelConfig
 }
 
 // Dial validates cfg and creates the client. It does not wait for Triton:
@@ -59,8 +63,6 @@ func dial(ctx context.Context, cfg Config, logger *zap.Logger, reg prometheus.Re
 	}
 	log := logger.With(zap.String("component", "triton"), zap.String("grpc_addr", cfg.GRPCAddr))
 	metrics := NewMetrics(reg)
-	metrics.initModel(cfg.Image.Name)
-	metrics.initModel(cfg.Text.Name)
 	replicas := newReplicaTracker(log, metrics)
 	trackerID := trackerSeq.Add(1)
 	trackers.Store(trackerID, replicas)
@@ -137,7 +139,7 @@ func (c *Client) Ready(ctx context.Context) error {
 	if !sr.GetReady() {
 		return apierr.New(apierr.Unavailable, CodeNotReady, "Triton server is not ready").WithRetryAfter(c.cfg.Retry.RetryAfter)
 	}
-	for _, m := range []ModelConfig{c.cfg.Image.ModelConfig, c.cfg.Text.ModelConfig} {
+	for _, m := range c.servedModels() {
 		mr, err := c.rpc.ModelReady(ctx, &inferencepb.ModelReadyRequest{Name: m.Name, Version: m.Version})
 		if err != nil {
 			e, _ := mapError(ctx, m.Name, err, c.cfg.Retry.RetryAfter)
@@ -197,14 +199,33 @@ func formatShape(s []int64) string {
 	return "[" + strings.Join(parts, ",") + "]"
 }
 
-func (c *Client) imageSpecs() (in, out []tensorSpec) {
-	im := c.cfg.Image
+// track records a model an encoder calls, for Ready.
+func (c *Client) track(m ModelConfig) {
+	c.modelsMu.Lock()
+	defer c.modelsMu.Unlock()
+	if !slices.Contains(c.models, m.ref()) {
+		c.models = append(c.models, m.ref())
+	}
+	c.metrics.initModel(m.Label())
+}
+
+// servedModels are the models Ready checks: those encoders were created
+// for, else the configured pair.
+func (c *Client) servedModels() []ModelConfig {
+	c.modelsMu.Lock()
+	defer c.modelsMu.Unlock()
+	if len(c.models) > 0 {
+		return slices.Clone(c.models)
+	}
+	return []ModelConfig{c.cfg.Image.ModelConfig.ref(), c.cfg.Text.ModelConfig.ref()}
+}
+
+func imageSpecs(im ImageModelConfig) (in, out []tensorSpec) {
 	return []tensorSpec{{im.InputName, imageInputDatatype, []int64{-1, int64(im.Channels), int64(im.Height), int64(im.Width)}}},
 		[]tensorSpec{{im.OutputName, outputDatatype, []int64{-1, int64(im.Dims)}}}
 }
 
-func (c *Client) textSpecs() (in, out []tensorSpec) {
-	tm := c.cfg.Text
+func textSpecs(tm TextModelConfig) (in, out []tensorSpec) {
 	return []tensorSpec{
 			{tm.InputIDsName, textInputDatatype, []int64{-1, -1}},
 			{tm.AttentionMaskName, textInputDatatype, []int64{-1, -1}},
@@ -223,15 +244,28 @@ func (c *Client) textSpecs() (in, out []tensorSpec) {
 // The error is an *apierr.Error with code triton_model_mismatch wrapping the
 // joined differences, or the mapped RPC error when Triton cannot be asked.
 func (c *Client) CheckModels(ctx context.Context) error {
+	return c.CheckModelsFor(ctx, []ImageModelConfig{c.cfg.Image}, []TextModelConfig{c.cfg.Text})
+}
+
+// CheckModelsFor is CheckModels for the given models (every generation's).
+func (c *Client) CheckModelsFor(ctx context.Context, images []ImageModelConfig, texts []TextModelConfig) error {
 	ctx, cancel := c.withDefaultTimeout(ctx)
 	defer cancel()
 	var problems []error
-	imgIn, imgOut := c.imageSpecs()
-	txtIn, txtOut := c.textSpecs()
-	for _, m := range []struct {
+	type check struct {
 		cfg     ModelConfig
 		in, out []tensorSpec
-	}{{c.cfg.Image.ModelConfig, imgIn, imgOut}, {c.cfg.Text.ModelConfig, txtIn, txtOut}} {
+	}
+	var checks []check
+	for _, m := range images {
+		in, out := imageSpecs(m)
+		checks = append(checks, check{m.ModelConfig, in, out})
+	}
+	for _, m := range texts {
+		in, out := textSpecs(m)
+		checks = append(checks, check{m.ModelConfig, in, out})
+	}
+	for _, m := range checks {
 		p, err := c.checkModel(ctx, m.cfg, m.in, m.out)
 		if err != nil {
 			return err
@@ -384,13 +418,13 @@ func (c *Client) infer(ctx context.Context, m ModelConfig, req *inferencepb.Mode
 		var replica peer.Peer
 		resp, err := c.rpc.ModelInfer(ctx, req, grpc.Peer(&replica))
 		if err == nil {
-			c.metrics.inferTime.WithLabelValues(m.Name, "ok").Observe(time.Since(start).Seconds())
-			c.metrics.replicaBatch(m.Name, &replica, "ok")
+			c.metrics.inferTime.WithLabelValues(m.Label(), "ok").Observe(time.Since(start).Seconds())
+			c.metrics.replicaBatch(m.Label(), &replica, "ok")
 			return resp, nil
 		}
 		e, retryable := mapError(ctx, m.Name, err, rc.RetryAfter)
-		c.metrics.inferTime.WithLabelValues(m.Name, e.Kind.String()).Observe(time.Since(start).Seconds())
-		c.metrics.replicaBatch(m.Name, &replica, e.Kind.String())
+		c.metrics.inferTime.WithLabelValues(m.Label(), e.Kind.String()).Observe(time.Since(start).Seconds())
+		c.metrics.replicaBatch(m.Label(), &replica, e.Kind.String())
 		if !retryable || attempt >= rc.MaxAttempts {
 			return nil, e
 		}
@@ -401,7 +435,7 @@ func (c *Client) infer(ctx context.Context, m ModelConfig, req *inferencepb.Mode
 			return nil, e // no time left for another attempt: never retry past the deadline
 		}
 		c.log.Debug("retrying ModelInfer", zap.String("model", m.Name), zap.Int("attempt", attempt), zap.Duration("backoff", sleep), zap.Error(err))
-		c.metrics.retries.WithLabelValues(m.Name).Inc()
+		c.metrics.retries.WithLabelValues(m.Label()).Inc()
 		t := time.NewTimer(sleep)
 		select {
 		case <-ctx.Done():

@@ -109,7 +109,7 @@ func TestCheckModelsMismatchMessages(t *testing.T) {
 				f.models["other_model"] = f.models[im.Name]
 				delete(f.models, im.Name)
 			},
-			want: []string{`clip_image: model "clip_image" not found on Triton at passthrough:///bufnet (server has: clip_text, other_model)`},
+			want: []string{`clip_image: model "clip_image" version 1 not found on Triton at passthrough:///bufnet (server has: clip_text, other_model)`},
 		},
 	}
 	for _, tt := range tests {
@@ -159,7 +159,7 @@ func TestInferRetriesConnectionErrors(t *testing.T) {
 	if n := calls.Load(); n != 2 {
 		t.Errorf("%d calls, want 2", n)
 	}
-	if r := metricValue(t, reg, "tusou_triton_retries_total", map[string]string{"model": cfg.Text.Name}); r != 1 {
+	if r := metricValue(t, reg, "tusou_triton_retries_total", map[string]string{"model": cfg.Text.Label()}); r != 1 {
 		t.Errorf("retries %v, want 1", r)
 	}
 }

@@ -91,6 +91,18 @@ type ModelConfig struct {
 	Batcher BatcherConfig `yaml:"batcher"`
 }
 
+// Label names the model in metrics: its name, with "@version" when the
+// version is pinned (two generations may serve two versions of one name).
+func (m ModelConfig) Label() string {
+	if m.Version == "" {
+		return m.Name
+	}
+	return m.Name + "@" + m.Version
+}
+
+// ref is the model's identity (name and version) without its settings.
+func (m ModelConfig) ref() ModelConfig { return ModelConfig{Name: m.Name, Version: m.Version} }
+
 // ImageModelConfig describes the image tower: one FP32 CHW tensor in, one
 // embedding out.
 type ImageModelConfig struct {
@@ -197,7 +209,11 @@ func DefaultConfig() Config {
 		},
 		Image: ImageModelConfig{
 			ModelConfig: ModelConfig{
-				Name:       "clip_image",
+				Name: "clip_image",
+				// Pinned: during a model switch Triton serves two versions
+				// (version_policy latest 2), and an unpinned gateway would
+				// follow whichever loaded last, changing its vectors silently.
+				Version:    "1",
 				OutputName: "image_embeds",
 				Dims:       512,
 				Batcher: BatcherConfig{
@@ -226,6 +242,7 @@ func DefaultConfig() Config {
 		Text: TextModelConfig{
 			ModelConfig: ModelConfig{
 				Name:       "clip_text",
+				Version:    "1",
 				OutputName: "text_embeds",
 				Dims:       512,
 				Batcher: BatcherConfig{

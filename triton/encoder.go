@@ -59,12 +59,16 @@ func (p *busyPool) put(b []byte) {
 	}
 }
 
-// NewImageEncoder starts the image model's batcher on c (config section
-// image_model). Close it before closing c.
-func NewImageEncoder(c *Client) *ImageEncoder {
-	cfg := c.cfg.Image
+// NewImageEncoder starts the batcher of the configured image model
+// (section image_model) on c. Close it before closing c.
+func NewImageEncoder(c *Client) *ImageEncoder { return NewImageEncoderFor(c, c.cfg.Image) }
+
+// NewImageEncoderFor starts a batcher for image model cfg (one generation's)
+// on c. Close it before closing c.
+func NewImageEncoderFor(c *Client, cfg ImageModelConfig) *ImageEncoder {
 	e := &ImageEncoder{c: c, cfg: cfg, elems: cfg.Channels * cfg.Height * cfg.Width}
-	e.batcher = NewBatcher(cfg.Name, cfg.Batcher, e.flush, c.metrics, c.log, c.cfg.Retry.RetryAfter)
+	c.track(cfg.ModelConfig)
+	e.batcher = NewBatcher(cfg.Label(), cfg.Batcher, e.flush, c.metrics, c.log, c.cfg.Retry.RetryAfter)
 	return e
 }
 
@@ -153,10 +157,14 @@ type TextEncoder struct {
 
 // NewTextEncoder starts the text model's batcher on c (config section
 // text_model). Close it before closing c.
-func NewTextEncoder(c *Client) *TextEncoder {
-	cfg := c.cfg.Text
+func NewTextEncoder(c *Client) *TextEncoder { return NewTextEncoderFor(c, c.cfg.Text) }
+
+// NewTextEncoderFor starts a batcher for text model cfg (one generation's)
+// on c. Close it before closing c.
+func NewTextEncoderFor(c *Client, cfg TextModelConfig) *TextEncoder {
 	e := &TextEncoder{c: c, cfg: cfg}
-	e.batcher = NewBatcher(cfg.Name, cfg.Batcher, e.flush, c.metrics, c.log, c.cfg.Retry.RetryAfter)
+	c.track(cfg.ModelConfig)
+	e.batcher = NewBatcher(cfg.Label(), cfg.Batcher, e.flush, c.metrics, c.log, c.cfg.Retry.RetryAfter)
 	return e
 }
 

@@ -62,7 +62,7 @@ func TestImageEncoderBatchesConcurrentCalls(t *testing.T) {
 		t.Errorf("server saw %d images, want %d", total, n)
 	}
 	t.Logf("%d concurrent requests -> %d ModelInfer calls, batch sizes %v", n, len(calls), batchSizes(calls))
-	if m := metricValue(t, reg, "tusou_triton_batch_size", map[string]string{"model": cfg.Image.Name}); int(m) != len(calls) {
+	if m := metricValue(t, reg, "tusou_triton_batch_size", map[string]string{"model": cfg.Image.Label()}); int(m) != len(calls) {
 		t.Errorf("batch_size count %v, want %d", m, len(calls))
 	}
 }

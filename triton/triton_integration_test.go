@@ -74,6 +74,9 @@ func integrationConfig() Config {
 	}
 	// The local stack runs ONNX Runtime on a shared CPU.
 	cfg.RequestTimeout = 60 * time.Second
+	// The fixtures are tiny version 1's outputs; the stack also serves
+	// version 2 (another generation), which an empty version would reach.
+	cfg.Image.Version, cfg.Text.Version = "1", "1"
 	return cfg
 }
 
@@ -421,7 +424,7 @@ func TestIntegrationBatcherConcurrent(t *testing.T) {
 	if len(sizes) >= n {
 		t.Errorf("no batching: %d calls for %d requests", len(sizes), n)
 	}
-	if got := metricValue(t, reg, "tusou_triton_batch_size", map[string]string{"model": cfg.Image.Name}); int(got) != len(sizes) {
+	if got := metricValue(t, reg, "tusou_triton_batch_size", map[string]string{"model": cfg.Image.Label()}); int(got) != len(sizes) {
 		t.Errorf("batch_size metric count %v, want %d", got, len(sizes))
 	}
 	for i := range n {
@@ -440,7 +443,7 @@ func TestIntegrationBatcherConcurrent(t *testing.T) {
 // server has; inference fails with Unavailable triton_model_not_found.
 func TestIntegrationWrongModelName(t *testing.T) {
 	cfg := integrationConfig()
-	cfg.Image.Name = "clip_image_does_not_exist"
+	cfg.Image.Name, cfg.Image.Version = "clip_image_does_not_exist", "" // a wrong name, not a wrong version
 	c, _, _ := connect0(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

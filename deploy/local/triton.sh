@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Local NVIDIA Triton (PyTriton, CPU-only) for tusou: serves clip_image and clip_text over KServe v2
-# HTTP :8000, gRPC :8001, metrics :8002 on 127.0.0.1. See deploy/local/README-triton.md.
+# Local NVIDIA Triton (PyTriton's tritonserver binary, python backend, CPU-only) for tusou: serves every
+# version of clip_image and clip_text that the configs' version_policy selects (the tiny models: versions
+# 1 and 2) over KServe v2 HTTP :8000, gRPC :8001, metrics :8002 on 127.0.0.1. See deploy/local/README-triton.md.
 #
-#   deploy/local/triton.sh up        build/refresh .local/venv if requirements changed, start, wait until ready
+#   deploy/local/triton.sh up        build/refresh .local/venv if requirements changed, start, wait until every
+#                                    served model version is ready
 #   deploy/local/triton.sh down      stop our process session (tritonserver, stubs, proxies), wait for free ports
 #   deploy/local/triton.sh restart   down + up (e.g. after `make export-models` or a config.pbtxt change)
 #   deploy/local/triton.sh status    exit 0 up and ready, 3 not running, 4 running but not ready
@@ -21,6 +23,7 @@ RUN="$LOCAL/run"
 LOGS="$LOCAL/logs"
 PIDFILE="$RUN/triton.pid"
 SELFILE="$RUN/triton.selection"
+SERVED="$RUN/triton.served"  # "<model> <version>" per line, written by triton_server.py before tritonserver starts
 LOG="$LOGS/triton.log"
 REQ="$ROOT/deploy/local/requirements-serve.txt"
 SERVER="$ROOT/deploy/local/triton_server.py"
@@ -140,29 +143,41 @@ busy_ports() {
 
 http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE$1" 2>/dev/null || true; }
 
-# Ready = server ready AND every model ready (the server reports ready before models finish loading).
+# Ready = server ready AND every served version of every model ready (the server reports ready before
+# models finish loading; each version loads on its own).
 all_ready() {
-  local m
+  local m v n=0
   [[ "$(http_code /v2/health/ready)" == 200 ]] || return 1
-  for m in "${MODELS[@]}"; do
-    [[ "$(http_code "/v2/models/$m/ready")" == 200 ]] || return 1
+  if [[ ! -s "$SERVED" ]]; then  # a server started by an older checkout: each model's default version
+    for m in "${MODELS[@]}"; do [[ "$(http_code "/v2/models/$m/ready")" == 200 ]] || return 1; done
+    return 0
+  fi
+  while read -r m v; do
+    [[ "$(http_code "/v2/models/$m/versions/$v/ready")" == 200 ]] || return 1
+    n=$((n + 1))
+  done <"$SERVED"
+  for m in "${MODELS[@]}"; do  # every model must have at least one served version
+    grep -q "^$m " "$SERVED" || return 1
   done
+  ((n > 0))
 }
 
-# Model metadata must show every output as FP32 [-1, 512]; prints server version and shapes.
+# Model metadata of every served version must show every output as FP32 [-1, 512]; prints server version
+# and shapes.
 check_metadata() {
-  "$VENV/bin/python" - "$BASE" "$EMBED_DIM" "${MODELS[@]}" <<'EOF'
+  "$VENV/bin/python" - "$BASE" "$EMBED_DIM" "$SERVED" <<'EOF'
 import json, sys, urllib.request
-base, dim, models = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+base, dim, served = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 get = lambda p: json.load(urllib.request.urlopen(base + p, timeout=5))
 srv = get("/v2")
 bad = []
-for m in models:
-    md = get(f"/v2/models/{m}")
+for line in open(served):
+    m, v = line.split()
+    md = get(f"/v2/models/{m}/versions/{v}")
     for o in md["outputs"]:
         if o["datatype"] != "FP32" or int(o["shape"][-1]) != dim:
-            bad.append(f"{m}.{o['name']}: {o['datatype']} {o['shape']} (want FP32 [..., {dim}])")
-    print(f"[triton]   {m}: in {[(i['name'], i['datatype'], i['shape']) for i in md['inputs']]} "
+            bad.append(f"{m} v{v}.{o['name']}: {o['datatype']} {o['shape']} (want FP32 [..., {dim}])")
+    print(f"[triton]   {m} version {v}: in {[(i['name'], i['datatype'], i['shape']) for i in md['inputs']]} "
           f"out {[(o['name'], o['datatype'], o['shape']) for o in md['outputs']]}", file=sys.stderr)
 if bad:
     sys.exit("[triton] ERROR: " + "; ".join(bad))
@@ -170,19 +185,22 @@ print(f"[triton]   server {srv['name']} {srv['version']}", file=sys.stderr)
 EOF
 }
 
-# What `up` would serve now: per model the ONNX file (real or tiny) and config, with size+mtime.
+# What `up` would serve now: per model the ONNX files of every version (real or tiny, as
+# triton_server.py picks them) and the config, with size+mtime.
 selection() {
-  local m onnx
+  local m dir onnx=()
   for m in "${MODELS[@]}"; do
-    onnx="$MODEL_REPO/$m/1/model.onnx"
-    if [[ "$VARIANT" == tiny || ( "$VARIANT" == auto && ! -f "$onnx" ) ]]; then
-      onnx="$MODEL_REPO/tiny/$m/1/model.onnx"
+    dir="$MODEL_REPO/$m"
+    if [[ "$VARIANT" == tiny ]] || [[ "$VARIANT" == auto && -z "$(compgen -G "$dir/[0-9]*/model.onnx")" ]]; then
+      dir="$MODEL_REPO/tiny/$m"
     fi
-    stat -c '%n %s %Y' "$onnx" "$MODEL_REPO/$m/config.pbtxt" 2>/dev/null || echo "$onnx MISSING"
+    mapfile -t onnx < <(compgen -G "$dir/[0-9]*/model.onnx" | sort -V)
+    if ((${#onnx[@]} == 0)); then echo "$dir/<N>/model.onnx MISSING"; continue; fi
+    stat -c '%n %s %Y' "${onnx[@]}" "$MODEL_REPO/$m/config.pbtxt" 2>/dev/null || echo "$MODEL_REPO/$m/config.pbtxt MISSING"
   done
 }
 
-# Stop session $1 entirely: SIGTERM to the leader (orderly pytriton shutdown), then SIGTERM/SIGKILL
+# Stop session $1 entirely: SIGTERM to the leader (orderly tritonserver shutdown), then SIGTERM/SIGKILL
 # to every process left in the session. Then remove the shared-memory segments they had mapped.
 stop_session() {
   local sid="$1" t shm=() p f
@@ -190,11 +208,11 @@ stop_session() {
     while read -r f; do shm+=("$f"); done < <(grep -ho '/dev/shm/[^ ]*' "/proc/$p/maps" 2>/dev/null | sort -u)
   done
   if [[ -n "$(server_pid)" ]]; then
-    kill -TERM "$sid" 2>/dev/null || true  # leader alive: let pytriton shut down in order
+    kill -TERM "$sid" 2>/dev/null || true  # leader alive: it stops tritonserver in order
   else
     for p in $(session_pids "$sid"); do kill -TERM "$p" 2>/dev/null || true; done
   fi
-  for ((t = 0; t < 150; t++)); do  # pytriton's shutdown takes ~5-10 s (tritonserver exit_timeout 10 s)
+  for ((t = 0; t < 150; t++)); do  # tritonserver's shutdown takes ~2-10 s (exit_timeout 10 s)
     [[ -z "$(session_pids "$sid")" ]] && break
     sleep 0.2
   done
@@ -242,7 +260,8 @@ cmd_down() {
     stop_session "$pid"
     rm -f "$PIDFILE"
   fi
-  rm -rf "$RUN/pytriton-workspace"
+  # pytriton-workspace: left by the PyTriton-bound server of older checkouts
+  rm -rf "$RUN/pytriton-workspace" "$RUN/model-repo" "$RUN/triton-backends" "$SERVED"
   wait_ports_free
   log "down"
 }
@@ -287,11 +306,11 @@ cmd_up() {
     mkdir -p "$RUN" "$LOGS"
     [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"
     selection >"$SELFILE"
+    rm -f "$SERVED"
     log "starting (log: $LOG)"
     # setsid: the server leads its own session, so `down` can find every process it spawned
-    # (tritonserver, python backend stubs, multiprocessing helpers) by session id.
+    # (tritonserver, one python backend stub per model version) by session id.
     LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    PYTRITON_HOME="$RUN/pytriton-home" \
       setsid nohup "$VENV/bin/python" -u "$SERVER" \
         --repo "$MODEL_REPO" --variant "$VARIANT" --address "$ADDR" \
         --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" \

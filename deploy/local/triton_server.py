@@ -2,16 +2,20 @@
 """Local NVIDIA Triton for tusou, without Docker and without a GPU.
 
 PyTriton (PyPI `nvidia-pytriton`) ships a real `tritonserver` binary (Triton 2.51) with only the
-Python backend. This script binds the project's ONNX models as Python callables that run them in
-ONNX Runtime on the CPU, with the input/output names, dtypes, dims, max_batch_size and dynamic
-batching (incl. queue policy) read from the production `config.pbtxt` files. The gateway therefore
-talks KServe v2 gRPC/HTTP to a real Triton with the production wire contract; only the backend
-(python+onnxruntime instead of onnxruntime/TensorRT) and the hardware differ.
+Python backend. This script writes a Triton model repository in which every version of every model is
+a Python-backend model (deploy/local/triton_onnx_model.py) running its ONNX file in ONNX Runtime on the
+CPU, with the config derived from the production `config.pbtxt` (input/output names, dtypes, dims,
+max_batch_size, dynamic batching incl. queue policy, and the version_policy), then runs tritonserver on
+it. The gateway therefore talks KServe v2 gRPC/HTTP to a real Triton with the production wire contract
+and version handling; only the backend (python+onnxruntime instead of onnxruntime/TensorRT) and the
+hardware differ.
 
 Model selection (per model, e.g. clip_image):
-  config  <repo>/<model>/config.pbtxt                  (always the production config)
-  weights <repo>/<model>/1/model.onnx                  (real export, if present)
-          <repo>/tiny/<model>/1/model.onnx             (tiny committed test model otherwise)
+  config   <repo>/<model>/config.pbtxt                 (always the production config)
+  versions <repo>/<model>/<N>/model.onnx               (real exports, if any version directory has one)
+           <repo>/tiny/<model>/<N>/model.onnx          (tiny committed test models otherwise)
+Every version found is put in the local repository; the config's version_policy decides which ones
+Triton serves (the production policy serves the two highest), exactly as in production.
 
 Normally started by deploy/local/triton.sh; see deploy/local/README-triton.md.
 """
@@ -26,70 +30,39 @@ import os
 import pathlib
 import shutil
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
-import numpy as np
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import triton_onnx_model  # noqa: E402  (next to this file; also the backend's model.py)
 
 LOG = logging.getLogger("tusou.triton")
 
-# Triton config data types -> numpy. Only types a Python-backend model can carry as numpy arrays.
-_DTYPES: Dict[str, type] = {
-    "TYPE_BOOL": np.bool_,
-    "TYPE_UINT8": np.uint8,
-    "TYPE_UINT16": np.uint16,
-    "TYPE_UINT32": np.uint32,
-    "TYPE_UINT64": np.uint64,
-    "TYPE_INT8": np.int8,
-    "TYPE_INT16": np.int16,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64,
-    "TYPE_FP16": np.float16,
-    "TYPE_FP32": np.float32,
-    "TYPE_FP64": np.float64,
-    "TYPE_STRING": np.bytes_,
-}
+# Fields of the production config that the local python backend serves as they are. Everything else
+# (instance_group, optimization, parameters, platform, default_model_filename) belongs to the production
+# backend/hardware and is replaced; it is logged so nobody assumes the local server honours it.
+_KEPT = {"name", "max_batch_size", "input", "output", "dynamic_batching", "version_policy", "model_warmup"}
 
-# ONNX Runtime type strings -> numpy, to check the ONNX graph against config.pbtxt at start-up.
-_ORT_DTYPES: Dict[str, type] = {
-    "tensor(bool)": np.bool_,
-    "tensor(uint8)": np.uint8,
-    "tensor(int8)": np.int8,
-    "tensor(int16)": np.int16,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-    "tensor(float16)": np.float16,
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-}
-
-
-@dataclass
-class IOSpec:
-    """One input or output tensor as the production config declares it (dims without batch dim)."""
-
-    name: str
-    dtype: type
-    dims: tuple
-    optional: bool = False
+# Python backend shared memory per stub process: start with room for one batch of 8 images (~5 MB) and
+# grow in large steps (a batch of 128 images is 77 MB; the default 1 MB steps would grow 77 times).
+_SHM_DEFAULT = 16 << 20
+_SHM_GROWTH = 64 << 20
 
 
 @dataclass
 class ModelSpec:
-    """Everything needed to bind one model: parsed config plus the chosen ONNX file."""
+    """One model: its production config and the ONNX file of each version found."""
 
     name: str
     config_path: pathlib.Path
-    onnx_path: pathlib.Path
     variant: str  # "real" or "tiny"
-    max_batch_size: int
-    inputs: List[IOSpec]
-    outputs: List[IOSpec]
-    dynamic_batching: Optional[dict]  # MessageToDict(dynamic_batching), None if absent
-    prod_instance_groups: list  # informational only
-    warmup: list  # MessageToDict(model_warmup[i]); bound only with --warmup
-    not_mirrored: List[str]  # config fields the local python backend cannot mirror (logged)
+    cfg: object  # model_config_pb2.ModelConfig (production, parsed)
+    versions: Dict[int, pathlib.Path]  # every version directory with a model.onnx
+    served: List[int]  # the versions the config's version_policy serves, ascending
+    not_mirrored: List[str]
 
 
 def parse_config(config_path: pathlib.Path):
@@ -98,231 +71,179 @@ def parse_config(config_path: pathlib.Path):
     Using the real schema (instead of a hand-written parser) means a typo or an unknown field in the
     production config fails here exactly as it would fail in production Triton.
     """
-    from google.protobuf import json_format, text_format
+    from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
     cfg = model_config_pb2.ModelConfig()
     text_format.Parse(config_path.read_text(), cfg)
-    return cfg, json_format, model_config_pb2
+    return cfg
+
+
+def find_versions(model_dir: pathlib.Path) -> Dict[int, pathlib.Path]:
+    """Numbered subdirectories holding a model.onnx, as Triton reads a repository."""
+    if not model_dir.is_dir():
+        return {}
+    return {int(d.name): d / "model.onnx" for d in model_dir.iterdir()
+            if d.name.isdigit() and (d / "model.onnx").is_file()}
+
+
+def served_versions(cfg, available: List[int], where: str) -> List[int]:
+    """The versions Triton's version_policy picks from `available` (Triton's default: latest 1)."""
+    vp = cfg.version_policy
+    kind = vp.WhichOneof("policy_choice") or "latest"
+    if kind == "all":
+        return sorted(available)
+    if kind == "specific":
+        want = sorted(int(v) for v in vp.specific.versions)
+        missing = [v for v in want if v not in available]
+        if missing:  # production Triton fails such a model too
+            raise SystemExit(f"{where}: version_policy.specific wants versions {missing}, found only {sorted(available)}")
+        return want
+    n = int(vp.latest.num_versions) if vp.HasField("latest") else 1
+    return sorted(available)[-max(n, 1):]
 
 
 def load_spec(repo: pathlib.Path, model: str, variant: str) -> ModelSpec:
-    """Read <repo>/<model>/config.pbtxt and pick the ONNX file according to `variant`."""
+    """Read <repo>/<model>/config.pbtxt and pick the version directories according to `variant`."""
     config_path = repo / model / "config.pbtxt"
     if not config_path.is_file():
         raise SystemExit(f"{model}: missing production config {config_path}")
-    real = repo / model / "1" / "model.onnx"
-    tiny = repo / "tiny" / model / "1" / "model.onnx"
-    if variant == "real" or (variant == "auto" and real.is_file()):
-        onnx_path, chosen = real, "real"
+    real, tiny = find_versions(repo / model), find_versions(repo / "tiny" / model)
+    if variant == "real" or (variant == "auto" and real):
+        versions, chosen, where = real, "real", repo / model
     else:
-        onnx_path, chosen = tiny, "tiny"
-    if not onnx_path.is_file():
-        raise SystemExit(f"{model}: missing ONNX model {onnx_path} (variant={variant})")
+        versions, chosen, where = tiny, "tiny", repo / "tiny" / model
+    if not versions:
+        raise SystemExit(f"{model}: no <N>/model.onnx under {where} (variant={variant})")
 
-    cfg, json_format, pb = parse_config(config_path)
+    cfg = parse_config(config_path)
     if cfg.name and cfg.name != model:
         raise SystemExit(f"{config_path}: name {cfg.name!r} does not match folder {model!r}")
-
-    def io(t, is_input: bool) -> IOSpec:
-        dt = pb.DataType.Name(t.data_type)
-        if dt not in _DTYPES:
-            raise SystemExit(f"{config_path}: tensor {t.name}: unsupported data_type {dt}")
+    for t in list(cfg.input) + list(cfg.output):
         if t.HasField("reshape"):
             # Triton reshape changes what the backend sees, not the wire shape; the ONNX graph here
             # would need the reshaped form. Nobody uses it in tusou today: refuse instead of guessing.
             raise SystemExit(f"{config_path}: tensor {t.name}: 'reshape' is not supported by the local server")
-        return IOSpec(
-            name=t.name,
-            dtype=_DTYPES[dt],
-            dims=tuple(int(d) for d in t.dims),
-            optional=bool(getattr(t, "optional", False)) if is_input else False,
-        )
-
-    # Fields that exist for the production backend/hardware only (GPU instances, ORT/TensorRT
-    # parameters and optimisation). Logged so nobody assumes the local server honours them.
-    mirrored = {"name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching",
-                "version_policy", "default_model_filename", "model_warmup"}
-    not_mirrored = sorted(f.name for f, _ in cfg.ListFields() if f.name not in mirrored)
-
-    dyn = None
-    if cfg.HasField("dynamic_batching"):
-        dyn = json_format.MessageToDict(cfg.dynamic_batching, preserving_proto_field_name=True)
     return ModelSpec(
         name=model,
         config_path=config_path,
-        onnx_path=onnx_path,
         variant=chosen,
-        max_batch_size=int(cfg.max_batch_size),
-        inputs=[io(t, True) for t in cfg.input],
-        outputs=[io(t, False) for t in cfg.output],
-        dynamic_batching=dyn,
-        prod_instance_groups=[json_format.MessageToDict(g, preserving_proto_field_name=True) for g in cfg.instance_group],
-        warmup=[json_format.MessageToDict(w, preserving_proto_field_name=True) for w in cfg.model_warmup],
-        not_mirrored=not_mirrored,
+        cfg=cfg,
+        versions=versions,
+        served=served_versions(cfg, list(versions), str(config_path)),
+        not_mirrored=sorted(f.name for f, _ in cfg.ListFields() if f.name not in _KEPT | {"platform", "backend"}),
     )
 
 
-def _queue_policy(d: Optional[dict]):
-    """Config QueuePolicy (as dict) -> pytriton QueuePolicy."""
-    from pytriton.model_config import QueuePolicy
-    from pytriton.model_config.common import TimeoutAction
+def local_config(spec: ModelSpec, threads: int, instances: int, queue_timeout_us: Optional[int], warmup: bool):
+    """The production config rewritten for the python backend on CPU (everything else kept)."""
+    from tritonclient.grpc import model_config_pb2 as mc
 
-    if d is None:
-        return None
-    return QueuePolicy(
-        timeout_action=TimeoutAction(d.get("timeout_action", "REJECT")),
-        default_timeout_microseconds=int(d.get("default_timeout_microseconds", 0)),
-        allow_timeout_override=bool(d.get("allow_timeout_override", False)),
-        max_queue_size=int(d.get("max_queue_size", 0)),
-    )
-
-
-def make_batcher(spec: ModelSpec, queue_timeout_us: Optional[int] = None):
-    """Mirror the production dynamic_batching block in a pytriton DynamicBatcher.
-
-    queue_timeout_us, if set, replaces default_queue_policy.default_timeout_microseconds: production
-    timeouts are sized for a GPU (a batch in milliseconds); with the real models on this CPU one batch
-    takes seconds, so queued requests would be rejected with "Request timeout expired".
-    """
-    from pytriton.model_config import DynamicBatcher
-
-    d = json.loads(json.dumps(spec.dynamic_batching))  # deep copy
-    if d is not None and queue_timeout_us is not None:
-        d.setdefault("default_queue_policy", {})["default_timeout_microseconds"] = queue_timeout_us
-        LOG.warning("%s: default_queue_policy.default_timeout_microseconds overridden to %d (production: %s)",
-                    spec.name, queue_timeout_us,
-                    (spec.dynamic_batching.get("default_queue_policy") or {}).get("default_timeout_microseconds", 0))
-    if d is None:
-        # Production has no dynamic batching: keep Triton's default scheduler behaviour as close as
-        # pytriton allows (a batcher with zero delay only groups requests that are already queued).
-        LOG.warning("%s: config has no dynamic_batching; using a zero-delay DynamicBatcher", spec.name)
-        return DynamicBatcher()
-    ignored = set(d) - {
-        "max_queue_delay_microseconds",
-        "preferred_batch_size",
-        "preserve_ordering",
-        "priority_levels",
-        "default_priority_level",
-        "default_queue_policy",
-        "priority_queue_policy",
-    }
-    if ignored:
-        LOG.warning("%s: dynamic_batching fields not supported by pytriton, ignored: %s", spec.name, sorted(ignored))
-    pq = d.get("priority_queue_policy")
-    return DynamicBatcher(
-        max_queue_delay_microseconds=int(d.get("max_queue_delay_microseconds", 0)),
-        preferred_batch_size=[int(x) for x in d.get("preferred_batch_size", [])] or None,
-        preserve_ordering=bool(d.get("preserve_ordering", False)),
-        priority_levels=int(d.get("priority_levels", 0)),
-        default_priority_level=int(d.get("default_priority_level", 0)),
-        default_queue_policy=_queue_policy(d.get("default_queue_policy")),
-        priority_queue_policy={int(k): _queue_policy(v) for k, v in pq.items()} if pq else None,
-    )
+    cfg = mc.ModelConfig()
+    cfg.CopyFrom(spec.cfg)
+    cfg.name = spec.name
+    for f in ("platform", "default_model_filename", "instance_group", "optimization", "parameters"):
+        cfg.ClearField(f)
+    cfg.backend = "python"
+    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
+    cfg.parameters[triton_onnx_model.THREADS_PARAM].string_value = str(threads)
+    if not warmup:
+        cfg.ClearField("model_warmup")
+    if queue_timeout_us is not None and cfg.HasField("dynamic_batching"):
+        # Production timeouts are sized for a GPU (a batch in milliseconds); on this CPU one batch of the
+        # real models takes seconds, so queued requests would be rejected with "Request timeout expired".
+        qp = cfg.dynamic_batching.default_queue_policy
+        LOG.warning("%s: default_queue_policy.default_timeout_microseconds overridden to %d (production: %d)",
+                    spec.name, queue_timeout_us, qp.default_timeout_microseconds)
+        qp.default_timeout_microseconds = queue_timeout_us
+    return cfg
 
 
-def open_session(spec: ModelSpec, threads: int):
-    """ONNX Runtime CPU session, checked against the config so a mismatch fails at start, not per request."""
-    import onnxruntime as ort
+def write_repository(out: pathlib.Path, specs: List[ModelSpec], threads: int, instances: int,
+                     queue_timeout_us: Optional[int], warmup: bool) -> None:
+    """<out>/<model>/config.pbtxt and <out>/<model>/<N>/{model.py, model.onnx -> the chosen export}."""
+    from google.protobuf import text_format
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Shared 2-core machines: idle ORT worker threads must sleep, not spin.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(spec.onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
-
-    batch = 1 if spec.max_batch_size > 0 else 0
-    problems = []
-
-    def check(kind: str, declared: List[IOSpec], actual) -> None:
-        by_name = {a.name: a for a in actual}
-        for t in declared:
-            a = by_name.get(t.name)
-            if a is None:
-                problems.append(f"{kind} {t.name!r} not in ONNX graph (has {sorted(by_name)})")
-                continue
-            if _ORT_DTYPES.get(a.type) is not t.dtype:
-                problems.append(f"{kind} {t.name!r}: ONNX type {a.type} vs config {np.dtype(t.dtype).name}")
-            onnx_dims = list(a.shape)[batch:]
-            if len(onnx_dims) != len(t.dims):
-                problems.append(f"{kind} {t.name!r}: ONNX shape {a.shape} vs config dims {list(t.dims)}")
-                continue
-            for od, cd in zip(onnx_dims, t.dims):
-                if isinstance(od, int) and cd != -1 and od != cd:
-                    problems.append(f"{kind} {t.name!r}: ONNX shape {a.shape} vs config dims {list(t.dims)}")
-                    break
-
-    check("input", spec.inputs, sess.get_inputs())
-    check("output", spec.outputs, sess.get_outputs())
-    required = {i.name for i in sess.get_inputs()} - {t.name for t in spec.inputs}
-    if required:
-        problems.append(f"ONNX inputs not declared in config: {sorted(required)}")
-    if problems:
-        raise SystemExit(f"{spec.name}: {spec.onnx_path} does not match {spec.config_path}:\n  " + "\n  ".join(problems))
-    return sess
+    if out.exists():
+        shutil.rmtree(out)
+    for s in specs:
+        mdir = out / s.name
+        mdir.mkdir(parents=True)
+        cfg = local_config(s, threads, instances, queue_timeout_us, warmup)
+        (mdir / "config.pbtxt").write_text(f"# generated by {pathlib.Path(__file__).name} from {s.config_path}\n"
+                                           + text_format.MessageToString(cfg))
+        for v, onnx_path in sorted(s.versions.items()):
+            vdir = mdir / str(v)
+            vdir.mkdir()
+            shutil.copyfile(HERE / "triton_onnx_model.py", vdir / "model.py")
+            (vdir / "model.onnx").symlink_to(onnx_path.resolve())
 
 
-def make_infer_func(spec: ModelSpec, sess) -> Callable:
-    """Build the pytriton callable: Triton's dynamic batcher hands it a list of requests, @batch
-    concatenates them along the batch dim (Triton only co-batches requests of equal shape)."""
-    from pytriton.decorators import batch
+def check_models(specs: List[ModelSpec], threads: int) -> None:
+    """Load every served version in ONNX Runtime here and check it against its config (--dry-run)."""
+    from google.protobuf import json_format
 
-    out_names = [o.name for o in spec.outputs]
-    out_dtypes = [o.dtype for o in spec.outputs]
-    in_dtypes = {i.name: i.dtype for i in spec.inputs}
-
-    def run(**inputs):
-        feeds = {k: np.ascontiguousarray(v, dtype=in_dtypes[k]) for k, v in inputs.items()}
-        results = sess.run(out_names, feeds)
-        return {n: np.asarray(r, dtype=dt) for n, r, dt in zip(out_names, results, out_dtypes)}
-
-    return batch(run) if spec.max_batch_size > 0 else run
+    for s in specs:
+        cfg = json_format.MessageToDict(s.cfg, preserving_proto_field_name=True)
+        for v in s.served:
+            sess = triton_onnx_model.open_session(str(s.versions[v]), threads)
+            try:
+                triton_onnx_model.check_session(sess, cfg, f"{s.name} version {v}: {s.versions[v]}")
+            except ValueError as e:
+                raise SystemExit(str(e))
 
 
-def make_warmup(spec: ModelSpec):
-    """Production model_warmup -> pytriton ModelWarmup (zero_data / random_data inputs only)."""
-    from pytriton.model_config.common import ModelWarmup, WarmupInput
+def backend_dir(run_dir: pathlib.Path) -> pathlib.Path:
+    """A backends/python folder with PyTriton's python backend and the stub built for this interpreter."""
+    from pytriton.utils.distribution import get_root_module_path, get_stub_path
 
-    out = []
-    for w in spec.warmup:
-        inputs = {}
-        for name, v in w.get("inputs", {}).items():
-            if "input_data_file" in v:
-                raise SystemExit(f"{spec.name}: warmup {w.get('name')}: input_data_file is not supported locally")
-            inputs[name] = WarmupInput(dtype=_DTYPES[v["data_type"]], shape=tuple(int(d) for d in v.get("dims", [])),
-                                       zero_data=bool(v.get("zero_data")), random_data=bool(v.get("random_data")))
-        out.append(ModelWarmup(name=w.get("name", "warmup"), batch_size=int(w.get("batch_size", 1)),
-                               inputs=inputs, count=int(w.get("count", 1))))
-    return out or None
+    dist = get_root_module_path() / "tritonserver"
+    out = run_dir / "triton-backends"
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(dist / "backends", out, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}"),
+                out / "python" / "triton_python_backend_stub")
+    return out
 
 
-def bind(triton, spec: ModelSpec, threads: int, instances: int, queue_timeout_us: Optional[int], warmup: bool) -> None:
-    """Bind one model with the production tensors, batch size and batcher."""
-    from pytriton.model_config import ModelConfig, Tensor
+def tritonserver_command(a, repo: pathlib.Path, backends: pathlib.Path) -> List[str]:
+    from pytriton.utils.distribution import get_root_module_path
 
-    sessions = [open_session(spec, threads) for _ in range(instances)]
-    funcs = [make_infer_func(spec, s) for s in sessions]
-    cfg = ModelConfig(
-        batching=spec.max_batch_size > 0,
-        max_batch_size=max(spec.max_batch_size, 0),
-        batcher=make_batcher(spec, queue_timeout_us),
-        model_warmup=make_warmup(spec) if warmup else None,
-    )
-    triton.bind(
-        model_name=spec.name,
-        infer_func=funcs if instances > 1 else funcs[0],
-        inputs=[Tensor(name=t.name, dtype=t.dtype, shape=t.dims, optional=t.optional) for t in spec.inputs],
-        outputs=[Tensor(name=t.name, dtype=t.dtype, shape=t.dims) for t in spec.outputs],
-        config=cfg,
-        strict=True,  # validate every output against the declared dtype/dims
-    )
+    return [
+        str(get_root_module_path() / "tritonserver" / "bin" / "tritonserver"),
+        f"--model-repository={repo}",
+        "--model-control-mode=none",  # load every model and version the repository holds, as production
+        "--strict-readiness=true",
+        "--exit-on-error=true",  # a model that fails to load stops the server (triton.sh shows the log)
+        f"--exit-timeout-secs=10",  # shutdown waits at most this long for in-flight requests
+        f"--http-address={a.address}", f"--http-port={a.http_port}",
+        f"--grpc-address={a.address}", f"--grpc-port={a.grpc_port}",
+        f"--metrics-address={a.address}", f"--metrics-port={a.metrics_port}",
+        # No GPU: skip the DCGM/NVML probe noise; CPU metrics stay on.
+        "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+        f"--log-verbose={a.log_verbose}",
+        f"--backend-directory={backends}",
+        f"--backend-config=python,shm-default-byte-size={_SHM_DEFAULT}",
+        f"--backend-config=python,shm-growth-byte-size={_SHM_GROWTH}",
+        # gRPC: tritonserver accepts messages up to INT32_MAX bytes (hard-coded, no flag), so batches of
+        # 64 images (38.5 MB) need no server setting; clients must raise their own limit.
+    ]
+
+
+def tritonserver_env() -> Dict[str, str]:
+    """PyTriton's bundled libraries on LD_LIBRARY_PATH; this venv first on PATH, so the backend stub's
+    embedded Python finds the venv (numpy, onnxruntime) the way PyTriton arranges it."""
+    from pytriton.utils.distribution import get_libs_path
+
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH"), str(get_libs_path())) if p)
+    env["PATH"] = f"{pathlib.Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
 
 
 def redirect_output(log_file: pathlib.Path) -> None:
-    """Send our stdout/stderr (and so tritonserver's, which pytriton pipes through) to one file."""
+    """Send our stdout/stderr (and so tritonserver's, which inherits them) to one file."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -333,22 +254,22 @@ def redirect_output(log_file: pathlib.Path) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Parse args, load models, start Triton and serve until SIGINT/SIGTERM."""
-    root = pathlib.Path(__file__).resolve().parents[2]
+    """Parse args, write the local model repository, run tritonserver until SIGINT/SIGTERM."""
+    root = HERE.parents[1]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repo", type=pathlib.Path, default=root / "model_repository", help="model repository folder")
     p.add_argument("--models", default="clip_image,clip_text", help="comma-separated model names")
     p.add_argument("--variant", choices=["auto", "real", "tiny"], default="auto",
-                   help="auto: real ONNX if <repo>/<m>/1/model.onnx exists, else <repo>/tiny/<m>/1/model.onnx")
+                   help="auto: real ONNX if <repo>/<m>/<N>/model.onnx exists, else <repo>/tiny/<m>/<N>/model.onnx")
     p.add_argument("--address", default="127.0.0.1", help="bind address for HTTP, gRPC and metrics")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per model instance")
     p.add_argument("--instances", type=int, default=1,
-                   help="model instances per model (production instance_group count is NOT used: CPU here)")
+                   help="CPU instances per model version (the production instance_group is NOT used: CPU here)")
     p.add_argument("--run-dir", type=pathlib.Path, default=root / ".local" / "run",
-                   help="pytriton workspace, lock and selection files live here")
+                   help="local model repository, backend copy, lock and served-versions file live here")
     p.add_argument("--queue-timeout-us", type=int, default=None,
                    help="override default_queue_policy.default_timeout_microseconds (production values are "
                         "sized for a GPU; real models on CPU need seconds). Default: as in config.pbtxt")
@@ -365,7 +286,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     a.run_dir.mkdir(parents=True, exist_ok=True)
-    # One instance per machine: the ports and the workspace are fixed.
+    # One instance per machine: the ports and the local repository are fixed.
     lock = open(a.run_dir / "triton.lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -374,62 +295,44 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
     specs = [load_spec(a.repo.resolve(), m.strip(), a.variant) for m in a.models.split(",") if m.strip()]
+    served_file = a.run_dir / "triton.served"
+    served_file.unlink(missing_ok=True)
     for s in specs:
-        LOG.info("%s: serving %s ONNX %s with config %s (max_batch_size=%d, dynamic_batching=%s, "
-                 "production instance_group=%s ignored: %d CPU instance(s), %d thread(s))",
-                 s.name, s.variant.upper(), s.onnx_path, s.config_path, s.max_batch_size,
-                 json.dumps(s.dynamic_batching), json.dumps(s.prod_instance_groups), a.instances, a.threads)
+        LOG.info("%s: %s ONNX versions %s, version_policy %s serves %s; config %s (max_batch_size=%d, "
+                 "%d CPU instance(s) x %d thread(s) per version)",
+                 s.name, s.variant.upper(), sorted(s.versions), s.cfg.version_policy.WhichOneof("policy_choice"),
+                 s.served, s.config_path, s.cfg.max_batch_size, a.instances, a.threads)
         if s.not_mirrored:
-            LOG.info("%s: config fields not mirrored by the local python backend: %s", s.name, s.not_mirrored)
-        if s.warmup and not a.warmup:
-            LOG.info("%s: model_warmup (%d entries) skipped (use --warmup)", s.name, len(s.warmup))
-        print(f"MODEL {s.name} variant={s.variant} onnx={s.onnx_path}", flush=True)
+            LOG.info("%s: production config fields replaced for the local python backend: %s", s.name, s.not_mirrored)
+        if s.cfg.model_warmup and not a.warmup:
+            LOG.info("%s: model_warmup (%d entries) skipped (use --warmup)", s.name, len(s.cfg.model_warmup))
+        for v in s.served:
+            print(f"MODEL {s.name} version={v} variant={s.variant} onnx={s.versions[v]}", flush=True)
     if a.dry_run:
-        for s in specs:
-            open_session(s, a.threads)
+        check_models(specs, a.threads)
         LOG.info("dry run OK")
         return 0
 
-    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+    repo = a.run_dir / "model-repo"
+    write_repository(repo, specs, a.threads, a.instances, a.queue_timeout_us, a.warmup)
+    cmd = tritonserver_command(a, repo, backend_dir(a.run_dir))
+    # What triton.sh waits for: every served version ready (the server is ready before models load).
+    served_file.write_text("".join(f"{s.name} {v}\n" for s in specs for v in s.served))
 
-    workspace = a.run_dir / "pytriton-workspace"
-    if workspace.exists():  # left by a killed run; we hold the lock, so nobody uses it
-        shutil.rmtree(workspace)
-    config = TritonConfig(
-        http_address=a.address,
-        http_port=a.http_port,
-        grpc_address=a.address,
-        grpc_port=a.grpc_port,
-        metrics_address=a.address,
-        metrics_port=a.metrics_port,
-        # No GPU: skip the DCGM/NVML probe noise; CPU metrics stay on.
-        allow_gpu_metrics=False,
-        allow_cpu_metrics=True,
-        log_verbose=a.log_verbose,
-        exit_timeout_secs=10,  # shutdown waits at most this long for in-flight requests
-        # gRPC: tritonserver itself accepts messages up to INT32_MAX bytes (hard-coded, no flag), so
-        # batches of 64 images (38.5 MB) need no server setting; clients must raise their own limit.
-    )
+    LOG.info("starting %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=tritonserver_env(), stdin=subprocess.DEVNULL)
 
-    # SIGTERM behaves like Ctrl-C: pytriton's serve() then stops tritonserver and cleans up.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM/SIGINT: tritonserver shuts down in order (drains in-flight requests, up to exit_timeout).
+    def forward(signum, _frame):
+        LOG.info("signal %d received, stopping tritonserver", signum)
+        proc.send_signal(signal.SIGTERM)
 
-    # PyTriton restricts shared-memory, model-repository, statistics, trace and logging behind a random
-    # token by default. Production Triton restricts nothing, and tests want statistics (did batching
-    # happen?), so only model-repository stays restricted: an unload through it would silently break
-    # the PyTriton-managed models. Everything is bound to 127.0.0.1 anyway.
-    security = TritonSecurityConfig(restricted_endpoints=["model-repository"])
-    triton = Triton(config=config, workspace=workspace, security_config=security)
-    try:
-        for s in specs:
-            bind(triton, s, a.threads, a.instances, a.queue_timeout_us, a.warmup)
-        triton.serve()  # blocks; returns on SIGINT/SIGTERM or when tritonserver/proxy dies
-    except KeyboardInterrupt:
-        LOG.info("signal received, stopping")
-    finally:
-        triton.stop()
-    LOG.info("stopped")
-    return 0
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    rc = proc.wait()
+    served_file.unlink(missing_ok=True)
+    LOG.info("tritonserver exited with %d", rc)
+    return 0 if rc in (0, -signal.SIGTERM) else 1
 
 
 if __name__ == "__main__":

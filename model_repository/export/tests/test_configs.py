@@ -68,7 +68,10 @@ def test_config_parses_and_matches_contract(repo_root, name):
     assert qp.default_timeout_microseconds > 0 and qp.max_queue_size > 0
 
     assert cfg.instance_group and all(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in cfg.instance_group)
-    assert list(cfg.version_policy.specific.versions) == [1]
+    # Two generations during a model switch: the newest two versions are served, an empty version in a
+    # request means the highest (model_repository/README.md, "Serving two generations in Triton").
+    assert cfg.version_policy.WhichOneof("policy_choice") == "latest"
+    assert cfg.version_policy.latest.num_versions == 2
 
     # Warm-up inputs must name real inputs with their dtype, and stay within the batch limit.
     assert cfg.model_warmup
@@ -96,11 +99,12 @@ def test_optional_tensorrt_block_parses(repo_root, name):
     assert acc.parameters["precision_mode"] in ("FP32", "FP16")
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("name", sorted(CONTRACT))
-def test_tiny_onnx_matches_config(repo_root, tiny_dir, name):
-    """The committed tiny models have exactly the production signature (so either can be served)."""
+def test_tiny_onnx_matches_config(repo_root, tiny_dir, name, version):
+    """The committed tiny models (every version) have exactly the production signature (so any can be served)."""
     cfg = _parse(_path(repo_root, name).read_text())
-    model = onnx.load(str(tiny_dir / name / "1" / "model.onnx"), load_external_data=False)
+    model = onnx.load(str(tiny_dir / name / str(version) / "model.onnx"), load_external_data=False)
 
     def sig(values):
         out = {}

@@ -40,8 +40,10 @@ def test_tiny_models_regenerate_byte_for_byte(tmp_path, tiny_dir):
     for rel in tiny.FILES:
         assert sha256(tmp_path / rel) == sha256(tiny_dir / rel), f"{rel} differs from the committed file"
     assert manifest["tokenizer"]["vocab_size"] == 10000
-    for results in manifest["parity"].values():
-        assert all(r["min_cosine"] >= 0.9999 for r in results)
+    assert sorted(manifest["versions"], key=int) == [str(v) for v in tiny.VERSIONS]
+    for v in manifest["versions"].values():
+        for results in v["parity"].values():
+            assert results and all(r["min_cosine"] >= 0.9999 for r in results)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -147,6 +149,62 @@ def test_parity_failure_fails_the_export(tmp_path, clip_checkpoint):
                           "--min-cosine", "1.5", "--threads", "1"])  # an impossible threshold
     assert rc == 1
     assert not (out / "clip_image" / "1" / "model.onnx").exists(), "failed export must not be moved in place"
+
+
+def test_export_as_version_n_leaves_other_versions_alone(tmp_path, clip_checkpoint, st_checkpoint):
+    """--version 2 writes Triton version 2 beside an existing version 1 (a second generation), with its own
+    tokenizer and manifest, and never touches version 1's files."""
+    out = tmp_path / "repo"
+    common = ["--image-model", str(clip_checkpoint), "--text-model", str(st_checkpoint), "--out", str(out),
+              "--threads", "1"]
+    assert export_mod.main(common) == 0
+    v1 = {rel: sha256(out / rel) for rel in ("clip_image/1/model.onnx", "clip_text/1/model.onnx",
+                                             "clip_text/tokenizer.json", "export_manifest.json")}
+
+    assert export_mod.main(common + ["--version", "2"]) == 0
+    assert {rel: sha256(out / rel) for rel in v1} == v1, "exporting version 2 changed version 1's files"
+    manifest = json.loads((out / "export_manifest.v2.json").read_text())
+    assert manifest["version"] == 2
+    assert set(manifest["files"]) == {"clip_image/2/model.onnx", "clip_text/2/model.onnx",
+                                      "clip_text/2/tokenizer.json"}
+    for rel, info in manifest["files"].items():
+        assert sha256(out / rel) == info["sha256"]
+    assert json.loads((out / "export_manifest.json").read_text())["version"] == 1
+    # Triton's layout: numbered directories under each model, nothing else created.
+    assert sorted(p.name for p in (out / "clip_image").iterdir()) == ["1", "2"]
+    assert not list(out.glob(".export-*")), "staging directory left behind"
+
+    # Same checkpoint, so version 2 computes exactly what version 1 does: only the place changed.
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    (a,) = session(out / "clip_image" / "1" / "model.onnx").run(["image_embeds"], {"pixel_values": x})
+    (b,) = session(out / "clip_image" / "2" / "model.onnx").run(["image_embeds"], {"pixel_values": x})
+    np.testing.assert_array_equal(a, b)
+
+
+def test_export_version_must_be_positive(tmp_path, clip_checkpoint):
+    with pytest.raises(SystemExit):
+        export_mod.main(["--image-model", str(clip_checkpoint), "--only", "image", "--out", str(tmp_path),
+                         "--version", "0"])
+    assert not list(tmp_path.rglob("*.onnx"))
+
+
+def test_tiny_versions_have_distinct_seeds_and_version_1_is_unchanged():
+    assert tiny.seeds(1) == {"clip_image": tiny.IMAGE_SEED, "clip_text": tiny.TEXT_SEED}
+    all_seeds = [s for v in (1, 2, 3) for s in tiny.seeds(v).values()]
+    assert len(set(all_seeds)) == len(all_seeds)
+    with pytest.raises(ValueError):
+        tiny.seeds(0)
+
+
+def test_tiny_single_version_regenerates_into_its_directory(tmp_path, tiny_dir):
+    """`tiny --version 2` writes only version 2's models (and the shared tokenizer), byte for byte."""
+    assert tiny.main(["--out", str(tmp_path), "--version", "2"]) == 0
+    assert not (tmp_path / "clip_image" / "1").exists()
+    for rel in tiny.files((2,)):
+        assert sha256(tmp_path / rel) == sha256(tiny_dir / rel), rel
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert list(manifest["versions"]) == ["2"]
+    assert manifest["versions"]["2"]["seeds"] == tiny.seeds(2)
 
 
 def test_random_init_refuses_git_tree(repo_root):

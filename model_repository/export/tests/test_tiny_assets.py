@@ -88,8 +88,17 @@ def _text_batch(tok, texts):
     return input_ids, mask
 
 
-def test_tiny_text_model_runs_and_ignores_padding(tok, tiny_dir):
-    sess = _session(tiny_dir / "clip_text" / "1" / "model.onnx")
+VERSIONS = [1, 2]  # the committed tiny generations (local stack: `a` = 1, `b` = 2)
+
+
+def _cos(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_tiny_text_model_runs_and_ignores_padding(tok, tiny_dir, version):
+    sess = _session(tiny_dir / "clip_text" / str(version) / "model.onnx")
     texts = ["a red car", "一只在雪地里玩耍的狗的照片", "Поиск по картинкам находит фотографии, похожие на "
              "загруженное изображение, даже если " + "очень " * 20 + "длинный текст",
              "x", "naïve café", "画像検索", "밤에 조용한 거리", "صورة لكلب"]
@@ -103,12 +112,43 @@ def test_tiny_text_model_runs_and_ignores_padding(tok, tiny_dir):
         np.testing.assert_allclose(one[0], batch[i], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("batch", [1, 8])
-def test_tiny_image_model_runs(tiny_dir, batch):
-    sess = _session(tiny_dir / "clip_image" / "1" / "model.onnx")
+def test_tiny_image_model_runs(tiny_dir, batch, version):
+    sess = _session(tiny_dir / "clip_image" / str(version) / "model.onnx")
     x = np.random.default_rng(batch).standard_normal((batch, 3, 224, 224)).astype(np.float32)
     (out,) = sess.run(["image_embeds"], {"pixel_values": x})
     assert out.shape == (batch, 512) and out.dtype == np.float32 and np.isfinite(out).all()
     assert not np.allclose(out[0], out[-1]) or batch == 1
     (first,) = sess.run(["image_embeds"], {"pixel_values": x[:1]})
     np.testing.assert_allclose(first[0], out[0], rtol=1e-4, atol=1e-5)
+
+
+def test_tiny_versions_are_different_generations(tok, tiny_dir):
+    """Version 2 has the same signature as version 1 but its own weights: a different embedding space."""
+    x = np.random.default_rng(3).standard_normal((4, 3, 224, 224)).astype(np.float32)
+    img = [_session(tiny_dir / "clip_image" / str(v) / "model.onnx").run(["image_embeds"], {"pixel_values": x})[0]
+           for v in VERSIONS]
+    assert img[0].shape == img[1].shape == (4, 512)
+    assert (_cos(img[0], img[1]) < 0.99).all(), _cos(img[0], img[1])
+
+    ids, mask = _text_batch(tok, ["a red car", "一只狗", "naïve café"])
+    txt = [_session(tiny_dir / "clip_text" / str(v) / "model.onnx").run(
+        ["text_embeds"], {"input_ids": ids, "attention_mask": mask})[0] for v in VERSIONS]
+    assert txt[0].shape == txt[1].shape == (3, 512)
+    assert (_cos(txt[0], txt[1]) < 0.99).all(), _cos(txt[0], txt[1])
+
+
+def test_manifest_records_every_version(tiny_dir):
+    import hashlib
+
+    manifest = json.loads((tiny_dir / "manifest.json").read_text())
+    assert sorted(manifest["versions"], key=int) == [str(v) for v in VERSIONS]
+    assert manifest["tokenizer_shared_by_versions"] == VERSIONS
+    seeds = [s for v in manifest["versions"].values() for s in v["seeds"].values()]
+    assert len(set(seeds)) == len(seeds), "every version and tower has its own seed"
+    want = {f"clip_{t}/{v}/model.onnx" for t in ("image", "text") for v in VERSIONS} | {"clip_text/tokenizer.json"}
+    assert set(manifest["files"]) == want
+    for rel, info in manifest["files"].items():
+        data = (tiny_dir / rel).read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (info["sha256"], info["bytes"]), rel

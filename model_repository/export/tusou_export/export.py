@@ -6,6 +6,9 @@ Real models (needs the Hugging Face hub, or local copies of the two repositories
 
 writes ``model_repository/clip_image/1/model.onnx``, ``model_repository/clip_text/1/model.onnx``,
 ``model_repository/clip_text/tokenizer.json`` and ``model_repository/export_manifest.json``.
+``--version N`` writes Triton model version N instead (``clip_*/N/model.onnx``, the tokenizer as
+``clip_text/N/tokenizer.json``, ``export_manifest.vN.json``), leaving the other versions alone, so a new
+generation can be served next to the current one (see the configs' version_policy).
 ``--image-model``/``--text-model`` accept a hub name or a local directory (e.g. a ``git clone`` of the hub repo).
 
 Same architectures, randomly initialised, no download (proves the tooling on machines without the hub)::
@@ -123,6 +126,23 @@ def _write_tokenizer(src_dir: Path | None, dst: Path, model_vocab: int) -> dict:
     return info
 
 
+def version_paths(version: int) -> dict[str, str]:
+    """Where version N's files go, relative to the model repository root.
+
+    Version 1 keeps the historical locations (clip_text/tokenizer.json, export_manifest.json) that the
+    gateway configs, the Makefile and the k8s export job read; a later version's tokenizer lives in its
+    own version directory, because another generation may bring another vocabulary.
+    """
+    if version < 1:
+        raise ValueError(f"version must be >= 1, got {version}")
+    return {
+        "image": f"clip_image/{version}/model.onnx",
+        "text": f"clip_text/{version}/model.onnx",
+        "tokenizer": "clip_text/tokenizer.json" if version == 1 else f"clip_text/{version}/tokenizer.json",
+        "manifest": "export_manifest.json" if version == 1 else f"export_manifest.v{version}.json",
+    }
+
+
 def _inside_repo(p: Path) -> bool:
     try:
         p.resolve().relative_to(REPO_ROOT)
@@ -136,9 +156,11 @@ def run(args) -> dict:
     fp16 = args.fp16
     min_cos = args.min_cosine if args.min_cosine is not None else (MIN_COSINE_FP16 if fp16 else MIN_COSINE)
     out: Path = args.out
+    paths = version_paths(args.version)
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))  # same filesystem -> atomic renames
     manifest: dict = {
         "kind": "random-init" if args.random_init else "pretrained",
+        "version": args.version,
         "opset": args.opset,
         "fp16": fp16,
         "min_cosine": min_cos,
@@ -154,13 +176,13 @@ def run(args) -> dict:
             t0 = time.monotonic()
             image, info = _build_image(args)
             manifest["models"]["clip_image"] = {**info, "opset": args.opset, "fp16": fp16}
-            f = stage / "clip_image" / "1" / "model.onnx"
+            f = stage / paths["image"]
             export_image(image, f, args.opset, fp16)
             t1 = time.monotonic()
             manifest["parity"]["clip_image"] = parity_dicts(check_image(image, f, min_cos))
             manifest["seconds"]["clip_image"] = {"build_export": round(t1 - t0, 1),
                                                  "parity": round(time.monotonic() - t1, 1)}
-            files["clip_image/1/model.onnx"] = f
+            files[paths["image"]] = f
             del image
 
         if args.only in (None, "text"):
@@ -168,18 +190,18 @@ def run(args) -> dict:
             text, info, tok_dir = _build_text(args)
             manifest["models"]["clip_text"] = {**info, "opset": args.opset, "fp16": fp16}
             vocab = text.bert.config.vocab_size
-            tok = stage / "clip_text" / "tokenizer.json"
+            tok = stage / paths["tokenizer"]
             tok.parent.mkdir(parents=True, exist_ok=True)
             manifest["tokenizer"] = _write_tokenizer(tok_dir, tok, vocab)
-            f = stage / "clip_text" / "1" / "model.onnx"
+            f = stage / paths["text"]
             export_text(text, f, args.opset, fp16)
             t1 = time.monotonic()
             manifest["parity"]["clip_text"] = parity_dicts(check_text(
                 text, f, min(vocab, manifest["tokenizer"]["vocab_size"]), min_cos))
             manifest["seconds"]["clip_text"] = {"build_export": round(t1 - t0, 1),
                                                 "parity": round(time.monotonic() - t1, 1)}
-            files["clip_text/1/model.onnx"] = f
-            files["clip_text/tokenizer.json"] = tok
+            files[paths["text"]] = f
+            files[paths["tokenizer"]] = tok
             del text
 
         for rel, f in files.items():
@@ -188,7 +210,7 @@ def run(args) -> dict:
             dst = out / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, dst)
-        mf = out / "export_manifest.json"
+        mf = out / paths["manifest"]
         if args.only and mf.exists():  # one tower re-exported: keep the other tower's record
             old = json.loads(mf.read_text())
             for key in ("models", "files", "parity", "seconds"):
@@ -215,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="model repository root to write into (default: model_repository/, or a new temp dir "
                          "with --random-init)")
     ap.add_argument("--only", choices=("image", "text"), default=None, help="export one tower only")
+    ap.add_argument("--version", type=int, default=1,
+                    help="Triton model version to write (clip_*/<N>/model.onnx; default %(default)s). A new "
+                         "generation gets the next number and is served beside the current one")
     ap.add_argument("--fp16", action="store_true",
                     help="fp16 weights/compute inside the graph; inputs/outputs stay FP32 (the contract)")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
@@ -222,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"parity threshold (default {MIN_COSINE}, or {MIN_COSINE_FP16} with --fp16)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
     args = ap.parse_args(argv)
+    if args.version < 1:
+        ap.error(f"--version must be >= 1 (Triton model versions are positive integers), got {args.version}")
 
     torch.set_num_threads(args.threads)
     if args.random_init:
