@@ -52,6 +52,13 @@ type Client struct {
 	// kNN needs rescore_vector for exact scores: the configured type until
 	// EnsureIndex has seen the real mappings (the index wins).
 	quantized atomic.Bool
+	// pinned is the concrete index a generation's client (ForIndex) reads
+	// and writes directly; empty: the alias.
+	pinned string
+	// reg is where the client's metrics live (ForIndex registers there too).
+	reg prometheus.Registerer
+	// shared marks a ForIndex client: the connection pool is its parent's.
+	shared bool
 }
 
 // New builds a client from a validated config. It does not contact
@@ -100,7 +107,7 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Client, error
 		return nil, fmt.Errorf("esproxy: %w", err)
 	}
 	m := newMetrics(reg)
-	c := &Client{cfg: cfg, es: es, log: log, metrics: m, excludes: []string{cfg.VectorField}}
+	c := &Client{cfg: cfg, es: es, log: log, metrics: m, excludes: []string{cfg.VectorField}, reg: reg}
 	c.quantized.Store(Quantized(cfg.IndexOptions.Type))
 	c.refresher = newRefresher(c.refreshWriteIndex, cfg.RefreshMinInterval, cfg.RequestTimeout, reg)
 	return c, nil
@@ -111,6 +118,9 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Client, error
 // connections. In-flight calls may still finish.
 func (c *Client) Close(ctx context.Context) error {
 	c.refresher.close(ctx)
+	if c.shared {
+		return nil
+	}
 	err := c.es.Close(ctx)
 	if errors.Is(err, elasticsearch.ErrAlreadyClosed) {
 		return nil
@@ -118,8 +128,46 @@ func (c *Client) Close(ctx context.Context) error {
 	return err
 }
 
-// Alias returns the alias the client reads and writes.
+// Alias returns the configured alias.
 func (c *Client) Alias() string { return c.cfg.Index }
+
+// Target is the index name the client reads and writes: the concrete index
+// of a ForIndex client, else the alias.
+func (c *Client) Target() string {
+	if c.pinned != "" {
+		return c.pinned
+	}
+	return c.cfg.Index
+}
+
+// requireAlias is the require_alias flag of writes: through the alias it
+// stops Elasticsearch from auto-creating an unmapped index named like it; a
+// ForIndex client writes to a concrete index that must exist (no
+// auto-creation either: action.auto_create_index aside, its mapping is
+// strict and created by EnsureGeneration).
+func (c *Client) requireAlias() *bool {
+	if c.pinned != "" {
+		return nil
+	}
+	return ptr(true)
+}
+
+// ForIndex returns a client for one concrete index (a model generation's):
+// it reads and writes index directly, stamps p on every document and
+// refreshes only index, sharing c's connection pool and metrics. quantized
+// says whether index stores quantised vectors (kNN then rescores). Close it
+// before c; closing it leaves c's connections open.
+func (c *Client) ForIndex(index string, p Provenance, quantized bool) *Client {
+	cfg := c.cfg
+	cfg.Dims = p.Dims
+	g := &Client{cfg: cfg, es: c.es, log: c.log.With(zap.String("index", index)), metrics: c.metrics,
+		excludes: c.excludes, pinned: index, reg: c.reg, shared: true}
+	g.prov.Store(&p)
+	g.writeIndex.Store(&index)
+	g.quantized.Store(quantized)
+	g.refresher = newRefresher(g.refreshWriteIndex, cfg.RefreshMinInterval, cfg.RequestTimeout, c.reg)
+	return g
+}
 
 // opContext applies the request timeout unless the caller's deadline is sooner.
 func (c *Client) opContext(ctx context.Context, limit time.Duration) (context.Context, context.CancelFunc) {

@@ -103,10 +103,10 @@ func (c *Client) Index(ctx context.Context, doc Doc, refresh string) (result Res
 	// request until the next scheduled refresh (up to a second);
 	// waitSearchable coalesces an explicit one instead.
 	res, err := c.perform(wctx, "index", esapi.CreateRequest{
-		Index:        c.cfg.Index,
+		Index:        c.Target(),
 		DocumentID:   escapeID(doc.ID),
 		Body:         bytes.NewReader(body),
-		RequireAlias: ptr(true), // never auto-create an unmapped index named like the alias
+		RequireAlias: c.requireAlias(), // never auto-create an unmapped index named like the alias
 		FilterPath:   []string{"result"},
 	}, 409)
 	if err != nil {
@@ -188,9 +188,9 @@ func (c *Client) Bulk(ctx context.Context, docs []Doc, refresh string) (items []
 	wctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	res, err := c.perform(wctx, "bulk", esapi.BulkRequest{
-		Index:        c.cfg.Index,
+		Index:        c.Target(),
 		Body:         bytes.NewReader(body),
-		RequireAlias: ptr(true),
+		RequireAlias: c.requireAlias(),
 		// Only what we read: a 500-item answer shrinks from ~150 KB to ~10 KB.
 		FilterPath: []string{"errors", "items.*.status", "items.*.error.type", "items.*.error.reason"},
 	})
@@ -247,7 +247,7 @@ func (c *Client) Get(ctx context.Context, id string) (doc Doc, err error) {
 	ctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	res, err := c.perform(ctx, "get", esapi.GetRequest{
-		Index:          c.cfg.Index,
+		Index:          c.Target(),
 		DocumentID:     escapeID(id),
 		SourceExcludes: c.excludes,
 		FilterPath:     []string{"_id", "found", "_source", "error", "status"},
@@ -283,7 +283,7 @@ func (c *Client) Delete(ctx context.Context, id, refresh string) (err error) {
 	wctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	res, err := c.perform(wctx, "delete", esapi.DeleteRequest{
-		Index:      c.cfg.Index,
+		Index:      c.Target(),
 		DocumentID: escapeID(id),
 		FilterPath: []string{"result", "error", "status"},
 	}, 404)

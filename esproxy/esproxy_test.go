@@ -280,7 +280,7 @@ func TestConcreteIndexName(t *testing.T) {
 // returns, so the acceptance check is tested against the mapping we write.
 func existingFromBody(t *testing.T, c *Client, name string, p Provenance) map[string]existingIndex {
 	t.Helper()
-	body, err := c.indexBody(p)
+	body, err := c.indexBody(p, true)
 	if err != nil {
 		t.Fatal(err)
 	}

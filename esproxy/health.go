@@ -27,13 +27,13 @@ func (c *Client) Ping(ctx context.Context) (err error) {
 // A missing alias or a red index is Unavailable.
 func (c *Client) Ready(ctx context.Context) (err error) {
 	defer c.observe("ready", time.Now(), &err)
-	status, err := c.health(ctx, []string{c.cfg.Index})
+	status, err := c.health(ctx, []string{c.Target()})
 	if err != nil {
 		return err
 	}
 	if status != "green" && status != "yellow" {
 		return apierr.New(apierr.Unavailable, CodeUnavailable,
-			"elasticsearch index %q is not ready (health %s)", c.cfg.Index, status).WithRetryAfter(unavailableRetryAfter)
+			"elasticsearch index %q is not ready (health %s)", c.Target(), status).WithRetryAfter(unavailableRetryAfter)
 	}
 	return nil
 }

@@ -35,6 +35,13 @@ type Provenance struct {
 	// refused when it was built by a model whose fingerprint differs (cosine
 	// below FingerprintMinCosine). Optional: nil skips the check.
 	Fingerprint []float32 `json:"fingerprint,omitempty"`
+	// Generation names the model generation (image + text encoder sharing
+	// one embedding space) the index belongs to; empty in indices made
+	// before generations existed.
+	Generation string `json:"generation,omitempty"`
+	// TextModel and TextVersion are the generation's text encoder.
+	TextModel   string `json:"text_model,omitempty"`
+	TextVersion string `json:"text_model_version,omitempty"`
 }
 
 // FingerprintMinCosine is how close two fingerprints must be to count as the
@@ -45,7 +52,8 @@ const FingerprintMinCosine = 0.99
 
 // sameModel reports whether got and want describe the same model, and why not.
 func sameModel(got, want Provenance) (bool, string) {
-	if got.Model != want.Model || got.Version != want.Version || got.Dims != want.Dims {
+	if got.Model != want.Model || got.Version != want.Version || got.Dims != want.Dims ||
+		(got.TextModel != "" && want.TextModel != "" && (got.TextModel != want.TextModel || got.TextVersion != want.TextVersion)) {
 		return false, fmt.Sprintf("holds vectors of %s, expected %s", got, want)
 	}
 	if len(got.Fingerprint) == 0 || len(want.Fingerprint) == 0 {
@@ -66,7 +74,14 @@ func sameModel(got, want Provenance) (bool, string) {
 }
 
 func (p Provenance) String() string {
-	return fmt.Sprintf("model %q version %q with %d dims", p.Model, p.Version, p.Dims)
+	s := fmt.Sprintf("model %q version %q with %d dims", p.Model, p.Version, p.Dims)
+	if p.TextModel != "" {
+		s += fmt.Sprintf(", text model %q version %q", p.TextModel, p.TextVersion)
+	}
+	if p.Generation != "" {
+		s = fmt.Sprintf("generation %q: %s", p.Generation, s)
+	}
+	return s
 }
 
 // IndexInfo describes the index EnsureIndex settled on.
@@ -103,7 +118,12 @@ var reservedFields = map[string]struct{}{
 // slug alike apart. The generation suffix leaves room for a later reindex of
 // the same model (new settings) behind the same alias.
 func ConcreteIndexName(alias string, p Provenance) string {
-	h := sha256.Sum256([]byte(p.Model + "\x00" + p.Version + "\x00" + strconv.Itoa(p.Dims)))
+	key := p.Model + "\x00" + p.Version + "\x00" + strconv.Itoa(p.Dims)
+	if p.TextModel != "" || p.Generation != "" {
+		// Two generations may share an image encoder and differ in the text one.
+		key += "\x00" + p.TextModel + "\x00" + p.TextVersion + "\x00" + p.Generation
+	}
+	h := sha256.Sum256([]byte(key))
 	parts := []string{alias, slug(p.Model, 48)}
 	if v := slug(p.Version, 24); v != "" {
 		parts = append(parts, v)
@@ -137,8 +157,9 @@ func slug(s string, n int) string {
 	return strings.Trim(out, "_.")
 }
 
-// indexBody is the create-index request: settings, mapping and the alias.
-func (c *Client) indexBody(p Provenance) ([]byte, error) {
+// indexBody is the create-index request: settings, mapping and, when
+// withAlias, the alias (pointing at it as the write index).
+func (c *Client) indexBody(p Provenance, withAlias bool) ([]byte, error) {
 	opts := map[string]any{"type": c.cfg.IndexOptions.Type}
 	if t := c.cfg.IndexOptions.Type; t == "hnsw" || strings.HasSuffix(t, "_hnsw") {
 		opts["m"] = c.cfg.IndexOptions.M
@@ -151,13 +172,7 @@ func (c *Client) indexBody(p Provenance) ([]byte, error) {
 		// Unknown top-level fields are refused: the schema is ours, and a
 		// typo'd field would otherwise silently create a mapping.
 		"dynamic": "strict",
-		"_meta": map[string]any{metaKey: map[string]any{
-			"schema_version": schemaVersion,
-			"model":          p.Model,
-			"model_version":  p.Version,
-			"dims":           p.Dims,
-			"fingerprint":    p.Fingerprint,
-		}},
+		"_meta":   map[string]any{metaKey: metaOf(p)},
 		"properties": map[string]any{
 			c.cfg.VectorField: map[string]any{
 				"type":          "dense_vector",
@@ -184,14 +199,36 @@ func (c *Client) indexBody(p Provenance) ([]byte, error) {
 	if c.cfg.ExcludeVectorFromSource {
 		mappings["_source"] = map[string]any{"excludes": []string{c.cfg.VectorField}}
 	}
-	return json.Marshal(map[string]any{
+	body := map[string]any{
 		"settings": map[string]any{"index": map[string]any{
 			"number_of_shards":   c.cfg.Shards,
 			"number_of_replicas": c.cfg.Replicas,
 		}},
 		"mappings": mappings,
-		"aliases":  map[string]any{c.cfg.Index: map[string]any{"is_write_index": true}},
-	})
+	}
+	if withAlias {
+		body["aliases"] = map[string]any{c.cfg.Index: map[string]any{"is_write_index": true}}
+	}
+	return json.Marshal(body)
+}
+
+// metaOf is the provenance as stored under the mapping's _meta.tusou.
+func metaOf(p Provenance) map[string]any {
+	m := map[string]any{
+		"schema_version": schemaVersion,
+		"model":          p.Model,
+		"model_version":  p.Version,
+		"dims":           p.Dims,
+		"fingerprint":    p.Fingerprint,
+	}
+	if p.Generation != "" {
+		m["generation"] = p.Generation
+	}
+	if p.TextModel != "" {
+		m["text_model"] = p.TextModel
+		m["text_model_version"] = p.TextVersion
+	}
+	return m
 }
 
 // existingIndex is the part of GET /<alias> that EnsureIndex checks.
@@ -247,7 +284,7 @@ func (c *Client) EnsureIndex(ctx context.Context, p Provenance) (info IndexInfo,
 			return info, err
 		}
 		name := ConcreteIndexName(c.cfg.Index, p)
-		created, err := c.createIndex(ctx, name, p)
+		created, err := c.createIndex(ctx, name, p, true)
 		if err != nil {
 			return info, err
 		}
@@ -293,8 +330,8 @@ func (c *Client) getIndex(ctx context.Context) (map[string]existingIndex, error)
 
 // createIndex creates name with the alias. It reports false (and no error)
 // when the index already exists.
-func (c *Client) createIndex(ctx context.Context, name string, p Provenance) (bool, error) {
-	body, err := c.indexBody(p)
+func (c *Client) createIndex(ctx context.Context, name string, p Provenance, withAlias bool) (bool, error) {
+	body, err := c.indexBody(p, withAlias)
 	if err != nil {
 		return false, apierr.Wrap(err, apierr.Internal, CodeIndexMismatch, "esproxy: build index body")
 	}
@@ -343,32 +380,9 @@ func (c *Client) checkExisting(indices map[string]existingIndex, p Provenance) (
 		if a, ok := ix.Aliases[c.cfg.Index]; ok && a.IsWriteIndex != nil && *a.IsWriteIndex {
 			info.WriteIndex = name
 		}
-		var got Provenance
-		if raw, ok := ix.Mappings.Meta[metaKey]; !ok || json.Unmarshal(raw, &got) != nil {
-			problems = append(problems, fmt.Sprintf("index %q has no tusou provenance in its mapping _meta (expected %s)", name, p))
-			continue
-		}
-		vf, ok := ix.Mappings.Properties[c.cfg.VectorField]
-		switch {
-		case !ok || vf.Type != "dense_vector":
-			problems = append(problems, fmt.Sprintf("index %q has no dense_vector field %q", name, c.cfg.VectorField))
-		case vf.Index != nil && !*vf.Index:
-			problems = append(problems, fmt.Sprintf("index %q field %q is not indexed for kNN", name, c.cfg.VectorField))
-		case vf.Dims != p.Dims:
-			problems = append(problems, fmt.Sprintf("index %q field %q has %d dims, expected %d", name, c.cfg.VectorField, vf.Dims, p.Dims))
-		}
-		if ok, why := sameModel(got, p); !ok {
-			problems = append(problems, fmt.Sprintf("index %q %s", name, why))
-		}
-		if vf.Similarity != "" && vf.Similarity != c.cfg.Similarity {
-			c.log.Warn("existing index uses another similarity than configured; the index wins",
-				zap.String("index", name), zap.String("index_similarity", vf.Similarity), zap.String("configured", c.cfg.Similarity))
-		}
-		info.Quantized = info.Quantized || Quantized(vf.IndexOptions.Type)
-		if vf.IndexOptions.Type != "" && vf.IndexOptions.Type != c.cfg.IndexOptions.Type {
-			c.log.Warn("existing index uses other index_options than configured; the index wins",
-				zap.String("index", name), zap.String("index_type", vf.IndexOptions.Type), zap.String("configured", c.cfg.IndexOptions.Type))
-		}
+		pr, quantized := c.indexProblems(name, ix, p)
+		problems = append(problems, pr...)
+		info.Quantized = info.Quantized || quantized
 	}
 	if info.WriteIndex == "" && len(info.Indices) == 1 {
 		info.WriteIndex = info.Indices[0]
@@ -383,3 +397,38 @@ func (c *Client) checkExisting(indices map[string]existingIndex, p Provenance) (
 	}
 	return info, nil
 }
+
+// indexProblems checks one concrete index against p: provenance, vector
+// field, dims. It also reports whether the index quantises its vectors.
+func (c *Client) indexProblems(name string, ix existingIndex, p Provenance) (problems []string, quantized bool) {
+	var got Provenance
+	if raw, ok := ix.Mappings.Meta[metaKey]; !ok || json.Unmarshal(raw, &got) != nil {
+		return []string{fmt.Sprintf("index %q has no tusou provenance in its mapping _meta (expected %s)", name, p)}, false
+	}
+	vf, ok := ix.Mappings.Properties[c.cfg.VectorField]
+	switch {
+	case !ok || vf.Type != "dense_vector":
+		problems = append(problems, fmt.Sprintf("index %q has no dense_vector field %q", name, c.cfg.VectorField))
+	case vf.Index != nil && !*vf.Index:
+		problems = append(problems, fmt.Sprintf("index %q field %q is not indexed for kNN", name, c.cfg.VectorField))
+	case vf.Dims != p.Dims:
+		problems = append(problems, fmt.Sprintf("index %q field %q has %d dims, expected %d", name, c.cfg.VectorField, vf.Dims, p.Dims))
+	}
+	if ok, why := sameModel(got, p); !ok {
+		problems = append(problems, fmt.Sprintf("index %q %s", name, why))
+	}
+	if vf.Similarity != "" && vf.Similarity != c.cfg.Similarity {
+		c.log.Warn("existing index uses another similarity than configured; the index wins",
+			zap.String("index", name), zap.String("index_similarity", vf.Similarity), zap.String("configured", c.cfg.Similarity))
+	}
+	if vf.IndexOptions.Type != "" && vf.IndexOptions.Type != c.cfg.IndexOptions.Type {
+		c.log.Warn("existing index uses other index_options than configured; the index wins",
+			zap.String("index", name), zap.String("index_type", vf.IndexOptions.Type), zap.String("configured", c.cfg.IndexOptions.Type))
+	}
+	return problems, Quantized(vf.IndexOptions.Type)
+}
+
+// SameModel reports whether an index with provenance got holds the vectors
+// of the model described by want (names, versions, dims, fingerprint), and
+// if not, why.
+func SameModel(got, want Provenance) (bool, string) { return sameModel(got, want) }

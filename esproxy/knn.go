@@ -77,7 +77,7 @@ func (c *Client) KNN(ctx context.Context, q KNNQuery) (hits []Hit, err error) {
 	ctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	res, err := c.perform(ctx, "search", esapi.SearchRequest{
-		Index: []string{c.cfg.Index},
+		Index: []string{c.Target()},
 		Body:  bytes.NewReader(body),
 		// A shard failure is an error, not silently fewer neighbours.
 		AllowPartialSearchResults: ptr(false),

@@ -29,7 +29,7 @@ func (c *Client) Vector(ctx context.Context, id string) (vec []float32, err erro
 	ctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	res, err := c.perform(ctx, "get", esapi.GetRequest{
-		Index:          c.cfg.Index,
+		Index:          c.Target(),
 		DocumentID:     escapeID(id),
 		SourceIncludes: []string{c.cfg.VectorField},
 		FilterPath:     []string{"_source", "error", "status"},
@@ -92,7 +92,7 @@ func (c *Client) Exists(ctx context.Context, ids []string) (found []string, err 
 	ctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	res, err := c.perform(ctx, "mget", esapi.MgetRequest{
-		Index:      c.cfg.Index,
+		Index:      c.Target(),
 		Body:       bytes.NewReader(b),
 		Source:     []string{"false"},
 		FilterPath: []string{"docs._id", "docs.found", "docs.error"},

@@ -254,12 +254,18 @@ func notSearchable(err error) error {
 // refreshWriteIndex is the refresher's refresh: POST /<write index>/_refresh.
 // Only the index writes go to is refreshed; other indices behind the alias
 // (older generations) do not change.
-func (c *Client) refreshWriteIndex(ctx context.Context) (err error) {
-	defer c.observe("refresh", time.Now(), &err)
+func (c *Client) refreshWriteIndex(ctx context.Context) error {
 	index := c.cfg.Index // before EnsureIndex: the alias (all its indices)
 	if w := c.writeIndex.Load(); w != nil {
 		index = *w
 	}
+	return c.refreshIndex(ctx, index)
+}
+
+// refreshIndex is POST /<index>/_refresh, failing unless every shard copy
+// refreshed.
+func (c *Client) refreshIndex(ctx context.Context, index string) (err error) {
+	defer c.observe("refresh", time.Now(), &err)
 	res, err := c.perform(ctx, "refresh", esapi.IndicesRefreshRequest{
 		Index:      []string{index},
 		FilterPath: []string{"_shards"},
@@ -331,4 +337,16 @@ func newRefreshMetrics(reg prometheus.Registerer, waiting func() int) *refreshMe
 	m.wait = promreg.Register(reg, m.wait)
 	m.waiting = promreg.Register(reg, m.waiting)
 	return m
+}
+
+// WaitSearchable makes the writes this client has acknowledged so far
+// searchable as refresh says ("" is Config.Refresh): for callers that write
+// with refresh=false and then do more work (store originals, write a second
+// generation) before the documents may become visible.
+func (c *Client) WaitSearchable(ctx context.Context, refresh string) error {
+	r, err := c.refreshParam(refresh)
+	if err != nil {
+		return err
+	}
+	return c.waitSearchable(ctx, r)
 }
