@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # deploy/local/stack.sh — the whole local stack (Elasticsearch, the secured Elasticsearch
-# node, Triton) without Docker.
+# node, Triton, the S3-compatible object store) without Docker.
 #
-#   deploy/local/stack.sh up       start both Elasticsearch nodes, then Triton (in parallel), print total time
-#   deploy/local/stack.sh down     stop both
-#   deploy/local/stack.sh status   status of both; exit 0 all up, 3 all down, 1 otherwise
+#   deploy/local/stack.sh up       start both Elasticsearch nodes, then Triton and S3 (in parallel), print total time
+#   deploy/local/stack.sh down     stop them all
+#   deploy/local/stack.sh status   status of each; exit 0 all up, 3 all down, 1 otherwise
 #
 # Each component has its own script with the same verbs and exit codes (0 up, 3 down):
 #   deploy/local/elasticsearch.sh (HTTP :9200, security off), deploy/local/elasticsearch-secure.sh
-#   (HTTPS :9250 with authentication, for the tests of credentials and TLS), deploy/local/triton.sh
-#   (each called only if it exists).
+#   (HTTPS :9250 with authentication, for the tests of credentials and TLS), deploy/local/triton.sh,
+#   deploy/local/s3.sh (S3Proxy :9000, credentials in .local/s3.env) (each called only if it exists).
 # STACK_SERIAL=1 starts them one after the other instead of in parallel (easier to read logs;
 # on a 2-core box the parallel start mostly overlaps ES's JVM warm-up with Triton's).
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-COMPONENTS=(elasticsearch elasticsearch-secure triton)
+COMPONENTS=(elasticsearch elasticsearch-secure triton s3)
 
 log() { printf 'stack: %s\n' "$*" >&2; }
 

@@ -1,14 +1,12 @@
 package testutil
 
 import (
-	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // SecureES is the local stack's secured Elasticsearch node: HTTPS with a CA
@@ -34,21 +32,9 @@ func LoadSecureES() (SecureES, error) {
 	if path == "" {
 		path = filepath.Join(Root(), ".local", "es-secure.env")
 	}
-	f, err := os.Open(path)
+	kv, err := readEnvFile(path)
 	if err != nil {
 		return SecureES{}, fmt.Errorf("the secured Elasticsearch node is not set up (make up starts it): %w", err)
-	}
-	defer f.Close()
-	kv := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
-			kv[k] = v
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return SecureES{}, fmt.Errorf("%s: %w", path, err)
 	}
 	s := SecureES{
 		URL: kv["TUSOU_SECURE_ES_URL"], CACert: kv["TUSOU_SECURE_ES_CA_CERT"],
