@@ -31,7 +31,7 @@ build: ## build bin/tusou (cgo: libjpeg-turbo and libpng headers; `make deps` in
 	CGO_ENABLED=1 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tusou ./cmd/tusou
 
 .PHONY: up
-up: deps ## start the local stack: Elasticsearch :9200, the secured Elasticsearch https://127.0.0.1:9250 (credentials in .local/es-secure.env) and Triton :8000/:8001/:8002 (idempotent)
+up: deps ## start the local stack: Elasticsearch :9200, the secured Elasticsearch https://127.0.0.1:9250 (credentials in .local/es-secure.env), Triton :8000/:8001/:8002 and S3Proxy :9000 (bucket tusou-originals, credentials in .local/s3.env) (idempotent)
 	@deploy/local/stack.sh up
 
 .PHONY: down
@@ -44,11 +44,14 @@ status: ## show the local stack's state
 
 .PHONY: run
 run: up build ## start the stack, then the gateway in the foreground on :8080
-	bin/tusou serve --set log.format=console --set text.tokenizer_path=$(LOCAL_TOKENIZER)
+	bin/tusou serve $(LOCAL_CONFIG) --set log.format=console --set text.tokenizer_path=$(LOCAL_TOKENIZER)
 
 # The tokenizer of the clip_text model `make up` serves: the exported real
 # one when present (then the stack serves the real models), else the tiny one.
 LOCAL_TOKENIZER = $(firstword $(wildcard model_repository/clip_text/tokenizer.json) model_repository/tiny/clip_text/tokenizer.json)
+# On the tiny models the gateway serves two generations (versions 1 and 2) so a
+# model switch can be tried; exported real models are one generation.
+LOCAL_CONFIG = $(if $(wildcard model_repository/clip_text/tokenizer.json),,--config deploy/local/tusou.yaml)
 
 .PHONY: test
 test: deps up build sidecar-venv ## everything CI runs: checks, unit tests, integration tests on the real stack

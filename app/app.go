@@ -35,6 +35,7 @@ import (
 	"github.com/tusou/tusou/esproxy/sidecar"
 	"github.com/tusou/tusou/gateway"
 	"github.com/tusou/tusou/internal/promreg"
+	"github.com/tusou/tusou/models"
 	"github.com/tusou/tusou/preprocess"
 	"github.com/tusou/tusou/service"
 	"github.com/tusou/tusou/thumbnail"
@@ -174,9 +175,14 @@ type App struct {
 	SidecarHandler http.Handler
 	sidecar        *sidecar.Sidecar
 	triton         *triton.Client
-	images         *triton.ImageEncoder
-	texts          *triton.TextEncoder
+	images         []*triton.ImageEncoder
+	texts          []*triton.TextEncoder
 	es             *esproxy.Client
+	catalog        *models.Catalog
+	switcher       *models.Switcher
+	// stopCatalog ends the catalog's polling; catalogDone closes when it has.
+	stopCatalog context.CancelFunc
+	catalogDone chan struct{}
 }
 
 // Build constructs every component, waits for Triton and Elasticsearch to be
@@ -196,18 +202,17 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 	if err != nil {
 		return nil, fmt.Errorf("preprocess: %w", err)
 	}
-	tokPath, err := resolveTokenizer(cfg.Text.TokenizerPath)
-	if err != nil {
-		return nil, err
+	gcfgs := cfg.ResolvedGenerations()
+	toks := make([]*tokenizer.Tokenizer, len(gcfgs))
+	for i := range gcfgs {
+		g := &gcfgs[i]
+		if toks[i], err = loadTokenizer(g, len(cfg.Models.Generations) == 0, log); err != nil {
+			return nil, err
+		}
+		// The pad id is a fact of the tokenizer file, not a separate setting
+		// that could disagree with it.
+		g.Text.PadID = toks[i].PadID()
 	}
-	tok, err := tokenizer.Load(tokPath, cfg.Triton.Text.MaxSeqLen)
-	if err != nil {
-		return nil, fmt.Errorf("text.tokenizer_path: %w", err)
-	}
-	// The pad id is a fact of the tokenizer file, not a separate setting that
-	// could disagree with it.
-	cfg.Triton.Text.PadID = tok.PadID()
-	log.Info("tokenizer loaded", zap.String("path", tokPath), zap.Int("vocab", tok.VocabSize()))
 
 	tc, err := triton.Dial(ctx, cfg.Triton, log, reg)
 	if err != nil {
@@ -223,19 +228,13 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 	if err := tc.WaitReady(ctx, 2*time.Second); err != nil {
 		return nil, err
 	}
-	if err := tc.CheckModels(ctx); err != nil {
+	var imageModels []triton.ImageModelConfig
+	var textModels []triton.TextModelConfig
+	for _, g := range gcfgs {
+		imageModels, textModels = append(imageModels, g.Image), append(textModels, g.Text)
+	}
+	if err := tc.CheckModelsFor(ctx, imageModels, textModels); err != nil {
 		return nil, fmt.Errorf("triton models do not match the configuration: %w", err)
-	}
-	modelVersion, err := servedVersion(ctx, tc, cfg.Triton.Image.ModelConfig)
-	if err != nil {
-		return nil, err
-	}
-
-	a.images = triton.NewImageEncoder(tc)
-	a.texts = triton.NewTextEncoder(tc)
-	fingerprint, err := modelFingerprint(ctx, a.images)
-	if err != nil {
-		return nil, fmt.Errorf("triton: embedding the provenance probe: %w", err)
 	}
 
 	es, err := esproxy.New(cfg.Elasticsearch, log, reg)
@@ -243,21 +242,14 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 		return nil, fmt.Errorf("elasticsearch: %w", err)
 	}
 	a.es = es
-	prov := esproxy.Provenance{Model: cfg.Triton.Image.Name, Version: modelVersion, Dims: cfg.Triton.Image.Dims, Fingerprint: fingerprint}
-	info, err := ensureIndex(ctx, es, prov, log)
+
+	var blobs service.Blobs
+	store, err := blobstore.New(ctx, cfg.Blobs.Backend, cfg.Blobs.Dir, cfg.Blobs.S3)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("index ready", zap.String("alias", info.Alias), zap.String("write_index", info.WriteIndex),
-		zap.Bool("created", info.Created), zap.Stringer("provenance", prov))
-
-	var blobs service.Blobs
-	if cfg.Blobs.Dir != "" {
-		d, err := blobstore.NewDir(cfg.Blobs.Dir)
-		if err != nil {
-			return nil, err
-		}
-		blobs = d
+	if store != nil { // nil: blobs.dir is empty, originals are not kept
+		blobs = store
 	}
 
 	refusals := prometheus.NewCounter(prometheus.CounterOpts{
@@ -273,17 +265,58 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 		Name: "tusou_preprocess_waiting",
 		Help: "Images waiting for a decode worker.",
 	}, func() float64 { return float64(limiter.Waiting()) }))
-	// The native API and the sidecar share one embedding path (and one
-	// decode pool and batcher), so their vectors are interchangeable.
-	imageEmb := embed.NewImages(pre, a.images, pre.TensorLen(), limiter)
 	// One budget for the bytes that requests hold, whichever listener they
 	// came in on: bodies (gateway, sidecar) and images being decoded.
 	budget := admission.New(cfg.Server.MemoryBudgetBytes, time.Second, reg)
-	imageEmb.UseBudget(budget)
-	textEmb := embed.NewTexts(tok, a.texts)
-	svc := service.New(imageEmb, textEmb, es, blobs)
+
+	// Every generation gets its encoders; all share one decode pool, one
+	// budget and one Triton connection, so the native API, the sidecar and
+	// a switch's backfill batch together.
+	gens := make([]*models.Generation, len(gcfgs))
+	for i, g := range gcfgs {
+		gpre, err := preprocess.New(g.Preprocess)
+		if err != nil {
+			return nil, fmt.Errorf("generation %q preprocess: %w", g.Name, err)
+		}
+		ienc := triton.NewImageEncoderFor(tc, g.Image)
+		tenc := triton.NewTextEncoderFor(tc, g.Text)
+		a.images, a.texts = append(a.images, ienc), append(a.texts, tenc)
+		prov, err := provenance(ctx, tc, g, ienc)
+		if err != nil {
+			return nil, err
+		}
+		imageEmb := embed.NewImages(gpre, ienc, gpre.TensorLen(), limiter)
+		imageEmb.UseBudget(budget)
+		gens[i] = models.NewGeneration(g.Name, imageEmb, embed.NewTexts(toks[i], tenc), prov, cfg.Elasticsearch.Index)
+		log.Info("generation", zap.String("name", g.Name), zap.Stringer("provenance", prov), zap.String("index", gens[i].Index()))
+	}
+	cat := models.NewCatalog(es, gens, models.CatalogOptions{PollInterval: cfg.Models.PollInterval, MaxStaleness: cfg.Models.MaxStaleness}, log.Named("models"), reg)
+	a.catalog = cat
+	if err := startCatalog(ctx, cat, cfg.InitialGeneration(), log); err != nil {
+		return nil, err
+	}
+	a.runCatalog()
+	v := cat.View()
+	log.Info("index ready", zap.String("alias", cat.Alias()), zap.String("active", v.Active.Name),
+		zap.String("index", v.Active.Index()), zap.String("next", nameOrEmpty(v.Next)))
+
+	var originals models.Originals
+	if blobs != nil {
+		originals = blobs
+	}
+	a.switcher = models.NewSwitcher(cat, originals, models.SwitchOptions{
+		Workers: cfg.Models.Backfill.Workers, PageSize: cfg.Models.Backfill.PageSize, MaxErrors: cfg.Models.Backfill.MaxErrors,
+		// Two polls: every gateway has re-read the aliases and dual-writes.
+		Propagation:      2*cfg.Models.PollInterval + time.Second,
+		MaxOriginalBytes: cfg.Preprocess.MaxBytes,
+	}, log.Named("models"), reg)
+	svc := service.New(targets{cat}, blobs)
 	if cfg.Sidecar.Enabled {
-		sc, err := sidecar.New(cfg.Sidecar, cfg.Elasticsearch, imageEmb, textEmb, log.Named("sidecar"), reg)
+		// The sidecar writes to its clients' own indices, which no switch
+		// backfills: it keeps the initial generation's encoders for life,
+		// so those indices never mix two models' vectors.
+		sg := cat.Generation(cfg.InitialGeneration())
+		sc, err := sidecar.New(cfg.Sidecar, cfg.Elasticsearch, sg.Images, sg.Texts, log.Named("sidecar"), reg)
 		if err != nil {
 			return nil, fmt.Errorf("sidecar: %w", err)
 		}
@@ -292,12 +325,13 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 		a.SidecarHandler = sc
 	}
 	a.Handler = gateway.New(gateway.Deps{
-		Config: cfg, Service: svc, Logger: log, Registry: reg, Gatherer: reg, Budget: budget,
+		Config: cfg, Service: svc, Logger: log, Registry: reg, Gatherer: reg, Budget: budget, Models: a.switcher,
 		// Thumbnails share the decode workers with ingest: both are CPU-bound.
 		Thumbnails: thumbnail.New(svc, pre, limiter, cfg.Preprocess.MaxBytes, thumbnail.DefaultCacheBytes),
 		Checks: []gateway.Check{
 			{Name: "elasticsearch", Ready: es.Ready},
 			{Name: "triton", Ready: tc.Ready, Replicas: tc.Replicas},
+			{Name: "models", Ready: cat.Ready},
 		},
 	})
 	ok = true
@@ -412,15 +446,28 @@ func (a *App) close(ctx context.Context) {
 	if a.sidecar != nil {
 		a.sidecar.Close()
 	}
-	if a.images != nil {
-		if err := a.images.Close(ctx); err != nil {
+	if a.switcher != nil {
+		// A switch in progress stops here; rerunning it resumes.
+		if err := a.switcher.Close(ctx); err != nil {
+			a.log.Warn("model switch did not stop", zap.Error(err))
+		}
+	}
+	if a.stopCatalog != nil {
+		a.stopCatalog()
+		<-a.catalogDone
+	}
+	for _, e := range a.images {
+		if err := e.Close(ctx); err != nil {
 			a.log.Warn("image batcher did not drain", zap.Error(err))
 		}
 	}
-	if a.texts != nil {
-		if err := a.texts.Close(ctx); err != nil {
+	for _, e := range a.texts {
+		if err := e.Close(ctx); err != nil {
 			a.log.Warn("text batcher did not drain", zap.Error(err))
 		}
+	}
+	if a.catalog != nil {
+		a.catalog.Close(ctx)
 	}
 	if a.triton != nil {
 		_ = a.triton.Close()
@@ -430,26 +477,113 @@ func (a *App) close(ctx context.Context) {
 	}
 }
 
-// ensureIndex retries while Elasticsearch is unreachable (it may be starting)
-// and fails at once on a mismatch.
-func ensureIndex(ctx context.Context, es *esproxy.Client, p esproxy.Provenance, log *zap.Logger) (esproxy.IndexInfo, error) {
+// startCatalog reads the generation aliases (creating the initial
+// generation's index on an empty cluster), retrying while Elasticsearch is
+// unreachable (it may be starting) and failing at once on a mismatch.
+func startCatalog(ctx context.Context, cat *models.Catalog, initial string, log *zap.Logger) error {
 	for attempt := 1; ; attempt++ {
-		info, err := es.EnsureIndex(ctx, p)
+		err := cat.Start(ctx, initial)
 		if err == nil {
-			return info, nil
+			return nil
 		}
 		if !retryable(err) {
-			return info, fmt.Errorf("elasticsearch index: %w", err)
+			return fmt.Errorf("elasticsearch index: %w", err)
 		}
 		if attempt == 1 || attempt%10 == 0 {
 			log.Info("waiting for Elasticsearch", zap.Int("attempt", attempt), zap.Error(err))
 		}
 		select {
 		case <-ctx.Done():
-			return info, fmt.Errorf("elasticsearch not reachable: %w", err)
+			return fmt.Errorf("elasticsearch not reachable: %w", err)
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// runCatalog polls the generation aliases until close.
+func (a *App) runCatalog() {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopCatalog, a.catalogDone = cancel, make(chan struct{})
+	go func() {
+		defer close(a.catalogDone)
+		a.catalog.Run(ctx)
+	}()
+}
+
+// targets adapts the catalog to what the service asks of generations.
+type targets struct{ cat *models.Catalog }
+
+func target(g *models.Generation) service.Target {
+	return service.Target{Name: g.Name, Images: g.Images, Texts: g.Texts, Store: g.Store()}
+}
+
+func (t targets) Reader() (service.Target, error) {
+	g, err := t.cat.Reader()
+	if err != nil {
+		return service.Target{}, err
+	}
+	return target(g), nil
+}
+
+func (t targets) Writers() (service.Target, *service.Target, error) {
+	active, next, err := t.cat.Writers()
+	if err != nil {
+		return service.Target{}, nil, err
+	}
+	if next == nil {
+		return target(active), nil, nil
+	}
+	n := target(next)
+	return target(active), &n, nil
+}
+
+func nameOrEmpty(g *models.Generation) string {
+	if g == nil {
+		return ""
+	}
+	return g.Name
+}
+
+// provenance is what a generation's index records about its models: the
+// versions Triton serves and the image model's fingerprint.
+func provenance(ctx context.Context, tc *triton.Client, g config.ResolvedGeneration, enc *triton.ImageEncoder) (esproxy.Provenance, error) {
+	iv, err := servedVersion(ctx, tc, g.Image.ModelConfig)
+	if err != nil {
+		return esproxy.Provenance{}, err
+	}
+	tv, err := servedVersion(ctx, tc, g.Text.ModelConfig)
+	if err != nil {
+		return esproxy.Provenance{}, err
+	}
+	fp, err := modelFingerprint(ctx, enc)
+	if err != nil {
+		return esproxy.Provenance{}, fmt.Errorf("triton: embedding the provenance probe of generation %q: %w", g.Name, err)
+	}
+	return esproxy.Provenance{Model: g.Image.Name, Version: iv, Dims: g.Image.Dims, Fingerprint: fp,
+		Generation: g.Name, TextModel: g.Text.Name, TextVersion: tv}, nil
+}
+
+// loadTokenizer loads a generation's tokenizer. Only the one generation of
+// a configuration without generations may use the documented default place.
+func loadTokenizer(g *config.ResolvedGeneration, implicit bool, log *zap.Logger) (*tokenizer.Tokenizer, error) {
+	path := g.TokenizerPath
+	setting := fmt.Sprintf("models.generations[%s].tokenizer_path", g.Name)
+	if implicit {
+		setting = "text.tokenizer_path"
+		var err error
+		if path, err = resolveTokenizer(path); err != nil {
+			return nil, err
+		}
+	}
+	if path == "" {
+		return nil, fmt.Errorf("%s: generation %q names no tokenizer (nor does text.tokenizer_path): set the tokenizer.json of its text model; there is no fallback, since another model's tokenizer turns every query into nonsense ids without an error", setting, g.Name)
+	}
+	tok, err := tokenizer.Load(path, g.Text.MaxSeqLen)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", setting, err)
+	}
+	log.Info("tokenizer loaded", zap.String("generation", g.Name), zap.String("path", path), zap.Int("vocab", tok.VocabSize()))
+	return tok, nil
 }
 
 // servedVersion is the model version Triton serves for m: the configured one,

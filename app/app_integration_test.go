@@ -82,15 +82,16 @@ func startGateway(t *testing.T, mutate func(*config.Config)) *stack {
 }
 
 func deleteAlias(t *testing.T, alias string) {
-	resp, err := http.Get(esURL + "/_alias/" + alias)
+	// The alias's index, and every generation's (<alias>-…: filled by a
+	// switch, or kept behind <alias>-previous).
+	resp, err := http.Get(esURL + "/_cat/indices/" + alias + "-*?h=index&expand_wildcards=all")
 	if err != nil {
 		t.Logf("cleanup: %v", err)
 		return
 	}
 	defer resp.Body.Close()
-	var indices map[string]any
-	json.NewDecoder(resp.Body).Decode(&indices)
-	for name := range indices {
+	raw, _ := io.ReadAll(resp.Body)
+	for _, name := range strings.Fields(string(raw)) {
 		req, _ := http.NewRequest("DELETE", esURL+"/"+name, nil)
 		if r, err := http.DefaultClient.Do(req); err == nil {
 			r.Body.Close()
@@ -432,7 +433,7 @@ func batchStats(t *testing.T, s *stack) histStats {
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "model" && l.GetValue() == "clip_image" {
+				if l.GetName() == "model" && l.GetValue() == s.app.cfg.Triton.Image.Label() {
 					return histStats{float64(m.GetHistogram().GetSampleCount()), m.GetHistogram().GetSampleSum()}
 				}
 			}

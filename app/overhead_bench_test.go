@@ -108,7 +108,7 @@ func overheadGateway(b *testing.B) http.Handler {
 	if err != nil {
 		b.Fatal(err)
 	}
-	svc := service.New(embed.NewImages(pre, img, pre.TensorLen(), embed.NewLimiter(4, 256, nil)), embed.NewTexts(tok, txt), esc, nil)
+	svc := service.New(service.Single(embed.NewImages(pre, img, pre.TensorLen(), embed.NewLimiter(4, 256, nil)), embed.NewTexts(tok, txt), esc), nil)
 	return gateway.New(gateway.Deps{Config: cfg, Service: svc, Logger: log, Registry: reg, Gatherer: reg})
 }
 

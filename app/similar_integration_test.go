@@ -13,10 +13,8 @@ import (
 	"testing"
 
 	"github.com/tusou/tusou/config"
-	"github.com/tusou/tusou/embed"
 	"github.com/tusou/tusou/internal/testutil"
-	"github.com/tusou/tusou/preprocess"
-	"github.com/tusou/tusou/tokenizer"
+	"github.com/tusou/tusou/models"
 )
 
 // int8 makes startGateway's index the production default, int8_hnsw (it
@@ -33,18 +31,13 @@ func int8(mutate func(*config.Config)) func(*config.Config) {
 // queryEmbedders compute query vectors exactly as the gateway does (same
 // tokenizer, preprocessing and Triton models), so a test can recompute a
 // hit's exact cosine.
-func queryEmbedders(t *testing.T, s *stack) (*embed.Images, *embed.Texts) {
+func queryEmbedders(t *testing.T, s *stack) (models.ImageEmbedder, models.TextEmbedder) {
 	t.Helper()
-	pre, err := preprocess.New(s.app.cfg.Preprocess)
+	g, err := s.app.catalog.Reader()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := tokenizer.Load(s.app.cfg.Text.TokenizerPath, s.app.cfg.Triton.Text.MaxSeqLen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return embed.NewImages(pre, s.app.images, pre.TensorLen(), embed.NewLimiter(1, 4, func() {})),
-		embed.NewTexts(tok, s.app.texts)
+	return g.Images, g.Texts
 }
 
 func getJSON(t *testing.T, url string, out any) int {

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/tusou/tusou/blobstore"
 	"github.com/tusou/tusou/esproxy"
 	"github.com/tusou/tusou/esproxy/sidecar"
 	"github.com/tusou/tusou/preprocess"
@@ -33,6 +35,7 @@ type Config struct {
 	Triton        triton.Config     `yaml:"triton"`
 	Elasticsearch esproxy.Config    `yaml:"elasticsearch"`
 	Sidecar       sidecar.Config    `yaml:"sidecar"`
+	Models        Models            `yaml:"models"`
 }
 
 // Server holds the HTTP listener's settings.
@@ -60,7 +63,8 @@ type Log struct {
 
 // Auth holds API-key authentication. It is off when no key is configured.
 type Auth struct {
-	APIKeys []string `yaml:"api_keys" doc:"accepted API keys (comma-separated in the environment); empty turns auth off. Clients send 'Authorization: ApiKey <key>' or 'X-API-Key: <key>'"`
+	APIKeys   []string `yaml:"api_keys" doc:"accepted API keys (comma-separated in the environment); empty turns auth off. Clients send 'Authorization: ApiKey <key>' or 'X-API-Key: <key>'"`
+	AdminKeys []string `yaml:"admin_keys" doc:"keys for the admin API (/v1/admin: model generations, switch, rollback, prune), sent like api_keys; separate from api_keys so apps cannot switch models. Empty turns the admin API off (403)"`
 }
 
 // Search holds kNN request limits and defaults. The default num_candidates
@@ -80,9 +84,22 @@ type Text struct {
 	TokenizerPath string `yaml:"tokenizer_path" doc:"HuggingFace tokenizer.json matching the clip_text model (empty: model_repository/clip_text/tokenizer.json, which must then exist; start-up fails otherwise). Texts are truncated to triton.text_model.max_seq_len tokens"`
 }
 
-// Blobs holds where original image bytes are kept for GET /v1/images/{id}/content.
+// Blobs holds where original image bytes are kept: for GET
+// /v1/images/{id}/content, and to re-embed every image for a new model.
 type Blobs struct {
-	Dir string `yaml:"dir" doc:"folder for original image bytes (content-addressed); empty disables storing originals"`
+	Backend string             `yaml:"backend" doc:"where originals are kept: dir (a local folder, blobs.dir) or s3 (an S3-compatible object store, blobs.s3; production)"`
+	Dir     string             `yaml:"dir" doc:"folder for original image bytes (content-addressed) when backend is dir; empty disables storing originals"`
+	S3      blobstore.S3Config `yaml:"s3"`
+}
+
+func (b Blobs) validate() error {
+	switch b.Backend {
+	case blobstore.BackendDir:
+		return nil
+	case blobstore.BackendS3:
+		return errors.Join(prefixErrors("s3", b.S3.Validate())...)
+	}
+	return fmt.Errorf("backend: want %s or %s, got %q", blobstore.BackendDir, blobstore.BackendS3, b.Backend)
 }
 
 // Decode bounds CPU-heavy image decoding.
@@ -128,7 +145,7 @@ func Default() *Config {
 			// former and few of the latter. Tiny test models need more.
 			NearDuplicateThreshold: 0.95,
 		},
-		Blobs: Blobs{Dir: ".local/blobs"},
+		Blobs: Blobs{Backend: blobstore.BackendDir, Dir: ".local/blobs", S3: blobstore.DefaultS3Config()},
 		// 256 waiting uploads of typical 2-5 MB photos is ~1 GB at worst;
 		// more than that is a burst the GPU tier could not absorb anyway.
 		Decode:        Decode{Workers: 0, QueueSize: 256},
@@ -136,6 +153,13 @@ func Default() *Config {
 		Triton:        triton.DefaultConfig(),
 		Elasticsearch: esproxy.DefaultConfig(),
 		Sidecar:       sidecar.DefaultConfig(),
+		Models: Models{
+			PollInterval: time.Second,
+			// Many missed polls in a row, yet short enough that a switch
+			// started meanwhile is noticed long before its backfill ends.
+			MaxStaleness: 15 * time.Second,
+			Backfill:     Backfill{Workers: 16, PageSize: 500, MaxErrors: 100},
+		},
 	}
 }
 
@@ -147,11 +171,13 @@ func (c *Config) Validate() error {
 	errs = append(errs, prefixErrors("auth", c.Auth.validate())...)
 	errs = append(errs, prefixErrors("search", c.Search.validate())...)
 	errs = append(errs, prefixErrors("text", c.Text.validate())...)
+	errs = append(errs, prefixErrors("blobs", c.Blobs.validate())...)
 	errs = append(errs, prefixErrors("decode", c.Decode.validate())...)
 	errs = append(errs, prefixErrors("preprocess", c.Preprocess.Validate())...)
 	errs = append(errs, prefixErrors("triton", c.Triton.Validate())...)
 	errs = append(errs, prefixErrors("elasticsearch", c.Elasticsearch.Validate())...)
 	errs = append(errs, prefixErrors("sidecar", c.Sidecar.Validate())...)
+	errs = append(errs, c.validateModels()...)
 	if c.Sidecar.Enabled && c.Server.MemoryBudgetBytes < c.Sidecar.MaxBodyBytes {
 		errs = append(errs, fmt.Errorf("server.memory_budget_bytes: %d is smaller than sidecar.max_body_bytes %d, so the largest sidecar body could never be admitted", c.Server.MemoryBudgetBytes, c.Sidecar.MaxBodyBytes))
 	}
@@ -224,15 +250,23 @@ func (l Log) validate() error {
 
 func (a Auth) validate() error {
 	var errs []error
-	for i, k := range a.APIKeys {
-		if len(k) < 16 {
-			errs = append(errs, fmt.Errorf("api_keys[%d]: keys must be at least 16 characters, got %d", i, len(k)))
-		}
-		if strings.TrimSpace(k) != k {
-			errs = append(errs, fmt.Errorf("api_keys[%d]: has leading or trailing whitespace", i))
+	for name, keys := range map[string][]string{"api_keys": a.APIKeys, "admin_keys": a.AdminKeys} {
+		for i, k := range keys {
+			if len(k) < 16 {
+				errs = append(errs, fmt.Errorf("%s[%d]: keys must be at least 16 characters, got %d", name, i, len(k)))
+			}
+			if strings.TrimSpace(k) != k {
+				errs = append(errs, fmt.Errorf("%s[%d]: has leading or trailing whitespace", name, i))
+			}
 		}
 	}
-	return errors.Join(errs...)
+	for _, k := range a.AdminKeys {
+		if slices.Contains(a.APIKeys, k) {
+			errs = append(errs, fmt.Errorf("admin_keys: a key is also in api_keys; an app key must not switch models"))
+			break
+		}
+	}
+	return sortedJoin(errs)
 }
 
 func (s Search) validate() error {

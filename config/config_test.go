@@ -83,6 +83,28 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 	}
 }
 
+// The object store's keys come from a Secret through the environment (k8s
+// prod overlay); with backend dir the s3 section is not checked.
+func TestBlobsS3FromEnvironment(t *testing.T) {
+	env := []string{"TUSOU_BLOBS_BACKEND=s3", "TUSOU_BLOBS_S3_ENDPOINT=minio.storage:9000", "TUSOU_BLOBS_S3_TLS=true",
+		"TUSOU_BLOBS_S3_ACCESS_KEY=AKIAEXAMPLE", "TUSOU_BLOBS_S3_SECRET_KEY=from-a-secret"}
+	cfg, err := Load("", env, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3 := cfg.Blobs.S3
+	if cfg.Blobs.Backend != "s3" || s3.Endpoint != "minio.storage:9000" || !s3.TLS || s3.AccessKey != "AKIAEXAMPLE" ||
+		s3.SecretKey != "from-a-secret" || s3.Bucket != "tusou-originals" || s3.Prefix != "originals/" {
+		t.Fatalf("blobs from the environment: %+v", cfg.Blobs)
+	}
+	if _, err := Load("", []string{"TUSOU_BLOBS_S3_ENDPOINT=http://x"}, nil); err != nil {
+		t.Fatalf("backend dir must not check blobs.s3: %v", err)
+	}
+	if _, err := Load("", []string{"TUSOU_BLOBS_BACKEND=s3"}, nil); err == nil || !strings.Contains(err.Error(), "blobs.s3.access_key: must be set") {
+		t.Fatalf("backend s3 without keys: %v", err)
+	}
+}
+
 func TestEveryFieldHasEnvAndDoc(t *testing.T) {
 	seen := map[string]string{}
 	for _, f := range Fields(Default()) {

@@ -188,9 +188,12 @@ func applyEnv(cfg *Config, environ []string) error {
 	return errors.Join(errs...)
 }
 
-// ignoredEnv lists TUSOU_* variables that are not settings (used by scripts).
+// ignoredEnv lists TUSOU_* variables that are not settings: used by
+// scripts, and by the client commands (tusou ingest, search, models), which
+// may well be exported in the shell that starts a gateway.
 var ignoredEnv = map[string]struct{}{
 	"TUSOU_CONFIG": {}, "TUSOU_INTEGRATION": {}, "TUSOU_MODEL_REPOSITORY": {}, "TUSOU_TRITON_WAIT": {}, "TUSOU_ES_URL": {}, "TUSOU_E2E_BIN": {},
+	"TUSOU_URL": {}, "TUSOU_API_KEY": {}, "TUSOU_ADMIN_KEY": {}, "TUSOU_S3_ENV": {},
 }
 
 // Set sets the setting at a dotted yaml path from its string form.

@@ -25,6 +25,7 @@ type handlers struct {
 	cfg    *config.Config
 	svc    Service
 	checks []Check
+	models Models // nil: no admin API
 }
 
 func tookMS(start time.Time) int64 { return time.Since(start).Milliseconds() }

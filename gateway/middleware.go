@@ -153,6 +153,12 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 // "Authorization: Bearer <key>" or "X-API-Key: <key>". Comparison is
 // constant-time so keys cannot be guessed byte by byte.
 func apiKeyAuth(keys []string) gin.HandlerFunc {
+	return keyAuth(keys, "a valid API key is required (Authorization: ApiKey <key>)")
+}
+
+// keyAuth accepts requests carrying one of keys (Authorization: ApiKey or
+// Bearer, or X-API-Key), compared in constant time; others get 401 with msg.
+func keyAuth(keys []string, msg string) gin.HandlerFunc {
 	want := make([][]byte, len(keys))
 	for i, k := range keys {
 		want[i] = []byte(k)
@@ -171,8 +177,7 @@ func apiKeyAuth(keys []string) gin.HandlerFunc {
 		}
 		if got == "" || ok == 0 {
 			c.Header("WWW-Authenticate", `ApiKey realm="tusou"`)
-			abortWithError(c, apierr.New(apierr.Unauthorized, "unauthorized",
-				"a valid API key is required (Authorization: ApiKey <key>)"))
+			abortWithError(c, apierr.New(apierr.Unauthorized, "unauthorized", "%s", msg))
 			return
 		}
 		c.Next()

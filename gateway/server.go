@@ -54,6 +54,8 @@ type Deps struct {
 	// Budget bounds the request bytes held at once (server.memory_budget_bytes),
 	// shared with the sidecar; nil: no bound.
 	Budget *admission.Budget
+	// Models manages the model generations (admin API); nil: no admin API.
+	Models Models
 }
 
 // New returns the REST API handler.
@@ -74,7 +76,7 @@ func New(d Deps) http.Handler {
 			Message: "method " + c.Request.Method + " is not allowed on " + c.Request.URL.Path}})
 	})
 
-	h := &handlers{cfg: cfg, svc: d.Service, checks: d.Checks}
+	h := &handlers{cfg: cfg, svc: d.Service, checks: d.Checks, models: d.Models}
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.readyz)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{})))
@@ -96,5 +98,6 @@ func New(d Deps) http.Handler {
 	v1.POST("/search/image", h.searchImage)
 	v1.POST("/search/text", h.searchText)
 	registerUI(r, v1, d.Thumbnails)
+	registerAdmin(r, h, cfg.Auth.AdminKeys, deadline(cfg.Server.RequestTimeout), crossOrigin(cfg.Server.AllowedOrigins))
 	return r
 }

@@ -24,10 +24,10 @@ type TextEmbedder interface {
 	Embed(ctx context.Context, text string) ([]float32, error)
 }
 
-// Store is the index (esproxy.Client).
+// Store is one generation's index (an esproxy.Client pinned to it).
 type Store interface {
-	Index(ctx context.Context, doc esproxy.Doc, refresh string) (esproxy.Result, error)
 	Bulk(ctx context.Context, docs []esproxy.Doc, refresh string) ([]esproxy.ItemResult, error)
+	WaitSearchable(ctx context.Context, refresh string) error
 	Get(ctx context.Context, id string) (esproxy.Doc, error)
 	Delete(ctx context.Context, id, refresh string) error
 	KNN(ctx context.Context, q esproxy.KNNQuery) ([]esproxy.Hit, error)
@@ -35,138 +35,298 @@ type Store interface {
 	Exists(ctx context.Context, ids []string) ([]string, error)
 }
 
-// Blobs keeps original image bytes (blobstore.Dir).
+// Target is one model generation as the service uses it: its encoders and
+// its index.
+type Target struct {
+	Name   string
+	Images ImageEmbedder
+	Texts  TextEmbedder
+	Store  Store
+}
+
+// Generations says which generations a request uses (the models catalog).
+type Generations interface {
+	// Reader is the generation reads and searches use: the active one.
+	Reader() (Target, error)
+	// Writers are the generations a write goes to: the active one and,
+	// while a switch fills another, that one too (nil otherwise).
+	Writers() (active Target, next *Target, err error)
+}
+
+// Single is the Generations of a gateway with one fixed generation.
+func Single(images ImageEmbedder, texts TextEmbedder, store Store) Generations {
+	return single{Target{Name: "default", Images: images, Texts: texts, Store: store}}
+}
+
+type single struct{ t Target }
+
+func (s single) Reader() (Target, error)           { return s.t, nil }
+func (s single) Writers() (Target, *Target, error) { return s.t, nil, nil }
+
+// Blobs keeps original image bytes (blobstore.Dir, blobstore.S3).
 type Blobs interface {
 	Put(ctx context.Context, id string, data []byte) error
 	Open(ctx context.Context, id string) (io.ReadSeekCloser, int64, error)
 	Delete(ctx context.Context, id string) error
 }
 
-// undoTimeout bounds the compensating delete after a failed blob write.
+// undoTimeout bounds a compensating delete after a failed write.
 const undoTimeout = 10 * time.Second
 
-// writeTimeout bounds an ingest's write phase (index, originals, refresh
-// wait), which runs to its end even when the client has gone away.
+// writeTimeout bounds an ingest's write phase (originals, index, second
+// generation, refresh wait), which runs to its end even when the client has
+// gone away.
 const writeTimeout = 60 * time.Second
+
+// blobParallel is how many originals one request stores at once (object
+// stores answer in tens of milliseconds; a 64-file request should not take
+// 64 round trips in a row).
+const blobParallel = 8
 
 // Service implements ingest, retrieval and search.
 type Service struct {
-	images ImageEmbedder
-	texts  TextEmbedder
-	store  Store
-	blobs  Blobs // nil: originals are not kept
+	gens  Generations
+	blobs Blobs // nil: originals are not kept
 }
 
 // New returns a Service. blobs may be nil.
-func New(images ImageEmbedder, texts TextEmbedder, store Store, blobs Blobs) *Service {
-	return &Service{images: images, texts: texts, store: store, blobs: blobs}
+func New(gens Generations, blobs Blobs) *Service {
+	return &Service{gens: gens, blobs: blobs}
 }
 
 // Ingest embeds every upload concurrently (so the Triton batcher sees them
-// together), stores the originals, then indexes all documents in one bulk
-// request that returns once they are searchable (unless opts.Refresh says
-// otherwise). An item that fails to decode or embed fails alone; nothing is
-// indexed for it.
+// together) with each generation written to, then writes in an order that
+// never leaves a searchable document without its original: originals of new
+// documents first, then the active generation's index, then (during a
+// switch) the generation being filled, and only then makes the documents
+// searchable (unless opts.Refresh says otherwise). A document that cannot be
+// written everywhere is undone everywhere and fails alone.
 func (s *Service) Ingest(ctx context.Context, uploads []Upload, opts IngestOptions) ([]IngestItem, error) {
+	active, next, err := s.gens.Writers()
+	if err != nil {
+		return nil, err
+	}
 	items := make([]IngestItem, len(uploads))
 	docs := make([]*esproxy.Doc, len(uploads))
+	nextVecs := make([][]float32, len(uploads))
 	var wg sync.WaitGroup
 	for i := range uploads {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer recoverInto(&items[i].Err)
-			docs[i], items[i].Err = s.prepare(ctx, &uploads[i])
+			docs[i], items[i].Err = s.prepare(ctx, active.Images, &uploads[i])
 			if docs[i] != nil {
 				items[i].ID = docs[i].ID
+			}
+			if next != nil && items[i].Err == nil {
+				nextVecs[i], _, items[i].Err = next.Images.Embed(ctx, uploads[i].Data)
 			}
 		}()
 	}
 	wg.Wait()
 
-	var batch []esproxy.Doc
 	var where []int
 	for i, d := range docs {
 		if d != nil && items[i].Err == nil {
-			batch = append(batch, *d)
 			where = append(where, i)
 		}
 	}
-	if len(batch) == 0 {
+	if len(where) == 0 {
 		return items, nil
 	}
 	// From here on the request's cancellation (a client that went away) must
-	// not stop the write halfway: documents indexed and then undone because
-	// their originals could not be stored under a cancelled context would be
+	// not stop the write halfway: documents indexed and then undone would be
 	// seen for a moment (a resuming loader's existence check skips them) and
 	// then vanish. The write finishes, bounded by writeTimeout.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
-	if len(batch) == 1 {
-		res, err := s.store.Index(ctx, batch[0], opts.Refresh)
-		if err != nil {
-			if len(uploads) == 1 {
-				return nil, err
-			}
-			items[where[0]].Err = err
-			return items, nil
-		}
-		items[where[0]].Result = Result(res)
-	} else {
-		results, err := s.store.Bulk(ctx, batch, opts.Refresh)
-		if err != nil {
+	w := &write{s: s, uploads: uploads, items: items, docs: docs, active: active, next: next, nextVecs: nextVecs}
+	if err := w.run(ctx, where); err != nil {
+		return nil, err
+	}
+	if len(uploads) == 1 && w.writeErr != nil {
+		// One image: the write's own error is the request's (its status).
+		return nil, w.writeErr
+	}
+	stored := false
+	for _, it := range items {
+		stored = stored || (it.Err == nil && it.Result != "")
+	}
+	if stored {
+		if err := active.Store.WaitSearchable(ctx, opts.Refresh); err != nil {
 			return nil, err
 		}
-		for j, r := range results {
-			it := &items[where[j]]
-			if r.Err != nil {
-				it.Err = r.Err
-				continue
-			}
-			it.Result = Result(r.Result)
-		}
 	}
-	s.storeOriginals(ctx, uploads, items)
 	if opts.NearDuplicates != nil {
-		if err := s.nearDuplicates(ctx, items, docs, *opts.NearDuplicates); err != nil {
+		if err := s.nearDuplicates(ctx, active.Store, items, docs, *opts.NearDuplicates); err != nil {
 			return nil, err
 		}
 	}
 	return items, nil
 }
 
-// storeOriginals keeps the bytes of newly created documents. It runs after
-// indexing so an "exists" answer never overwrites the original of the
-// document that exists; if the bytes cannot be stored, the document is
-// deleted again so nothing half-written stays behind.
-func (s *Service) storeOriginals(ctx context.Context, uploads []Upload, items []IngestItem) {
-	if s.blobs == nil {
-		return
+// write is the write phase of one Ingest.
+type write struct {
+	s        *Service
+	uploads  []Upload
+	items    []IngestItem
+	docs     []*esproxy.Doc
+	active   Target
+	next     *Target
+	nextVecs [][]float32
+	// blobbed marks items whose original this request stored.
+	blobbed []bool
+	// writeErr is the first index write error of an item.
+	writeErr error
+}
+
+// run writes the items at where; an error fails the whole request (nothing
+// of it stays written).
+func (w *write) run(ctx context.Context, where []int) error {
+	w.blobbed = make([]bool, len(w.items))
+	if err := w.storeOriginals(ctx, where); err != nil {
+		return err
 	}
-	for i := range items {
-		it := &items[i]
-		if it.Err != nil || it.Result != Created {
+	var batch []esproxy.Doc
+	var sent []int
+	for _, i := range where {
+		if w.items[i].Err == nil {
+			batch = append(batch, *w.docs[i])
+			sent = append(sent, i)
+		}
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	results, err := w.active.Store.Bulk(ctx, batch, esproxy.RefreshFalse)
+	if err != nil {
+		w.dropOriginals(ctx, sent)
+		return err
+	}
+	var created []int
+	for j, r := range results {
+		i := sent[j]
+		it := &w.items[i]
+		switch {
+		case r.Err != nil:
+			it.Err = r.Err
+			if w.writeErr == nil {
+				w.writeErr = r.Err
+			}
+			w.dropOriginals(ctx, []int{i})
+		case r.Result == esproxy.Created:
+			it.Result = Created
+			created = append(created, i)
+		default:
+			it.Result = Exists
+		}
+	}
+	if w.next != nil && len(created) > 0 {
+		w.writeNext(ctx, created)
+	}
+	return nil
+}
+
+// storeOriginals stores the bytes of the items that are new to the active
+// generation, before anything is indexed. An existing document keeps its
+// original untouched (its id may be a client's, with other bytes).
+func (w *write) storeOriginals(ctx context.Context, where []int) error {
+	if w.s.blobs == nil {
+		return nil
+	}
+	ids := make([]string, len(where))
+	for k, i := range where {
+		ids[k] = w.docs[i].ID
+	}
+	exists := make(map[string]bool, len(ids))
+	for start := 0; start < len(ids); start += esproxy.MaxExistsIDs {
+		found, err := w.active.Store.Exists(ctx, ids[start:min(start+esproxy.MaxExistsIDs, len(ids))])
+		if err != nil {
+			return err
+		}
+		for _, id := range found {
+			exists[id] = true
+		}
+	}
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, blobParallel)
+	for _, i := range where {
+		if exists[w.docs[i].ID] {
 			continue
 		}
-		if err := s.blobs.Put(ctx, it.ID, uploads[i].Data); err != nil {
-			// Undo with a fresh context: the request's may be what failed.
-			undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-			_ = s.store.Delete(undo, it.ID, "")
-			cancel()
-			it.Err, it.Result = err, ""
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			defer recoverInto(&w.items[i].Err)
+			if err := w.s.blobs.Put(ctx, w.docs[i].ID, w.uploads[i].Data); err != nil {
+				w.items[i].Err = err
+				return
+			}
+			w.blobbed[i] = true
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// dropOriginals deletes the originals this request stored for items that
+// were not indexed after all.
+func (w *write) dropOriginals(ctx context.Context, at []int) {
+	if w.s.blobs == nil {
+		return
+	}
+	for _, i := range at {
+		if w.blobbed[i] {
+			_ = w.s.blobs.Delete(ctx, w.docs[i].ID)
+			w.blobbed[i] = false
 		}
 	}
 }
 
-// prepare hashes, embeds and stores the original of one upload.
-func (s *Service) prepare(ctx context.Context, up *Upload) (*esproxy.Doc, error) {
+// writeNext writes the items just created in the active generation to the
+// generation a switch is filling. An item that cannot be written there is
+// undone in the active one (and its original dropped) and fails: a retry
+// writes both, while a document left in the active generation only would
+// be missing after the switch (the backfill may have passed it already).
+func (w *write) writeNext(ctx context.Context, created []int) {
+	batch := make([]esproxy.Doc, len(created))
+	for k, i := range created {
+		d := *w.docs[i]
+		d.Vector = w.nextVecs[i]
+		batch[k] = d
+	}
+	results, err := w.next.Store.Bulk(ctx, batch, esproxy.RefreshFalse)
+	for k, i := range created {
+		ierr := err
+		if ierr == nil && results[k].Err != nil {
+			ierr = results[k].Err
+		}
+		if ierr == nil {
+			continue // created, or already filled by the switch's backfill
+		}
+		undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+		_ = w.active.Store.Delete(undo, w.docs[i].ID, esproxy.RefreshFalse)
+		w.dropOriginals(undo, []int{i})
+		cancel()
+		w.items[i].Err, w.items[i].Result = ierr, ""
+		if w.writeErr == nil {
+			w.writeErr = ierr
+		}
+	}
+}
+
+// prepare hashes and embeds one upload with images.
+func (s *Service) prepare(ctx context.Context, images ImageEmbedder, up *Upload) (*esproxy.Doc, error) {
 	sum := sha256.Sum256(up.Data)
 	hash := hex.EncodeToString(sum[:])
 	id := up.ID
 	if id == "" {
 		id = hash
 	}
-	vec, info, err := s.images.Embed(ctx, up.Data)
+	vec, info, err := images.Embed(ctx, up.Data)
 	if err != nil {
 		return &esproxy.Doc{ID: id}, err
 	}
@@ -179,12 +339,19 @@ func (s *Service) prepare(ctx context.Context, up *Upload) (*esproxy.Doc, error)
 		Bytes:       int64(len(up.Data)),
 		SHA256:      hash,
 		Metadata:    up.Metadata,
+		// Set here, not by each index write: during a switch both
+		// generations must record the same time.
+		CreatedAt: time.Now(),
 	}, nil
 }
 
 // Get returns an image's description.
 func (s *Service) Get(ctx context.Context, id string) (*Image, error) {
-	d, err := s.store.Get(ctx, id)
+	r, err := s.gens.Reader()
+	if err != nil {
+		return nil, err
+	}
+	d, err := r.Store.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -207,40 +374,66 @@ func (s *Service) Content(ctx context.Context, id string) (io.ReadSeekCloser, *I
 	return r, img, nil
 }
 
-// Delete removes the document first (so it stops matching at once), then the
-// original. refresh has Elasticsearch's meanings ("" is the configured
-// default, wait_for: gone from search results when Delete returns).
+// Delete removes the document from every generation written to (so it
+// stops matching at once), then the original. refresh has Elasticsearch's
+// meanings ("" is the configured default, wait_for: gone from search
+// results when Delete returns). A retry after a partial failure finishes the
+// job: a document already gone from the active generation is still removed
+// from the others and its original deleted.
 func (s *Service) Delete(ctx context.Context, id, refresh string) error {
-	if err := s.store.Delete(ctx, id, refresh); err != nil {
+	active, next, err := s.gens.Writers()
+	if err != nil {
 		return err
 	}
-	if s.blobs != nil {
-		return s.blobs.Delete(ctx, id)
+	gone := active.Store.Delete(ctx, id, esproxy.RefreshFalse)
+	if gone != nil && apierr.KindOf(gone) != apierr.NotFound {
+		return gone
 	}
-	return nil
+	if next != nil {
+		if err := next.Store.Delete(ctx, id, esproxy.RefreshFalse); err != nil && apierr.KindOf(err) != apierr.NotFound {
+			return err
+		}
+	}
+	if s.blobs != nil {
+		if err := s.blobs.Delete(ctx, id); err != nil {
+			return err
+		}
+	}
+	if gone != nil {
+		return gone
+	}
+	return active.Store.WaitSearchable(ctx, refresh)
 }
 
 // SearchImage finds the images nearest to the query image.
 func (s *Service) SearchImage(ctx context.Context, data []byte, q Query) ([]Hit, error) {
-	vec, _, err := s.images.Embed(ctx, data)
+	r, err := s.gens.Reader()
 	if err != nil {
 		return nil, err
 	}
-	return s.knn(ctx, vec, q)
+	vec, _, err := r.Images.Embed(ctx, data)
+	if err != nil {
+		return nil, err
+	}
+	return s.knn(ctx, r.Store, vec, q)
 }
 
 // SearchText finds the images nearest to the text.
 func (s *Service) SearchText(ctx context.Context, text string, q Query) ([]Hit, error) {
-	vec, err := s.texts.Embed(ctx, text)
+	r, err := s.gens.Reader()
 	if err != nil {
 		return nil, err
 	}
-	return s.knn(ctx, vec, q)
+	vec, err := r.Texts.Embed(ctx, text)
+	if err != nil {
+		return nil, err
+	}
+	return s.knn(ctx, r.Store, vec, q)
 }
 
 // knn searches the index; hits never include the exclude ids.
-func (s *Service) knn(ctx context.Context, vec []float32, q Query, exclude ...string) ([]Hit, error) {
-	hits, err := s.store.KNN(ctx, esproxy.KNNQuery{
+func (s *Service) knn(ctx context.Context, store Store, vec []float32, q Query, exclude ...string) ([]Hit, error) {
+	hits, err := store.KNN(ctx, esproxy.KNNQuery{
 		Vector: vec, K: q.K, NumCandidates: q.NumCandidates, Filter: q.Filter, Similarity: q.MinScore,
 		ExcludeIDs: exclude,
 	})

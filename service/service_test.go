@@ -32,6 +32,11 @@ type fakeStore struct {
 	// knnQueries are the searches made; knnErr fails them.
 	knnQueries []esproxy.KNNQuery
 	knnErr     error
+	// bulks counts Bulk calls; failIDs fail those items.
+	bulks   int
+	failIDs map[string]bool
+	// waits counts WaitSearchable calls.
+	waits int
 }
 
 func (f *fakeStore) put(d esproxy.Doc) esproxy.Result {
@@ -41,22 +46,28 @@ func (f *fakeStore) put(d esproxy.Doc) esproxy.Result {
 	f.docs[d.ID] = d
 	return esproxy.Created
 }
-func (f *fakeStore) Index(_ context.Context, d esproxy.Doc, _ string) (esproxy.Result, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.put(d), nil
-}
 func (f *fakeStore) Bulk(_ context.Context, docs []esproxy.Doc, _ string) ([]esproxy.ItemResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.bulks++
 	if f.bulkErr != nil {
 		return nil, f.bulkErr
 	}
 	out := make([]esproxy.ItemResult, len(docs))
 	for i, d := range docs {
+		if f.failIDs[d.ID] {
+			out[i] = esproxy.ItemResult{ID: d.ID, Result: esproxy.Failed, Err: apierr.New(apierr.BadGateway, "es_bad_gateway", "shard failed")}
+			continue
+		}
 		out[i] = esproxy.ItemResult{ID: d.ID, Result: f.put(d)}
 	}
 	return out, nil
+}
+func (f *fakeStore) WaitSearchable(context.Context, string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.waits++
+	return nil
 }
 func (f *fakeStore) Get(_ context.Context, id string) (esproxy.Doc, error) {
 	f.mu.Lock()
@@ -120,7 +131,7 @@ func (nopCloser) Close() error { return nil }
 func newSvc() (*Service, *fakeStore, *fakeBlobs) {
 	st := &fakeStore{docs: map[string]esproxy.Doc{}}
 	bl := &fakeBlobs{data: map[string][]byte{}}
-	return New(fakeImages{}, nil, st, bl), st, bl
+	return New(Single(fakeImages{}, nil, st), bl), st, bl
 }
 
 func hash(b []byte) string {
@@ -163,7 +174,7 @@ func TestIngestIdsResultsAndOrder(t *testing.T) {
 	}
 }
 
-func TestIngestUndoesDocumentWhenBlobFails(t *testing.T) {
+func TestIngestIndexesNothingWhenTheOriginalCannotBeStored(t *testing.T) {
 	s, st, bl := newSvc()
 	bl.fail = true
 	items, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x")}, {Data: []byte("y")}}, IngestOptions{})
@@ -175,8 +186,21 @@ func TestIngestUndoesDocumentWhenBlobFails(t *testing.T) {
 			t.Errorf("want a failed item, got %+v", it)
 		}
 	}
-	if len(st.docs) != 0 || len(st.deleted) != 2 {
-		t.Fatalf("half-written documents left: %v (deleted %v)", st.docs, st.deleted)
+	// Originals go first: a document without one is never indexed, not
+	// even for a moment (no undo needed).
+	if len(st.docs) != 0 || len(st.deleted) != 0 || st.bulks != 0 {
+		t.Fatalf("indexed without an original: docs %v, deleted %v, bulks %d", st.docs, st.deleted, st.bulks)
+	}
+}
+
+func TestIngestDropsTheOriginalsWhenIndexingFails(t *testing.T) {
+	s, st, bl := newSvc()
+	st.bulkErr = apierr.New(apierr.Unavailable, "es_unavailable", "down")
+	if _, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x")}, {Data: []byte("y")}}, IngestOptions{}); apierr.KindOf(err) != apierr.Unavailable {
+		t.Fatalf("want Unavailable, got %v", err)
+	}
+	if len(bl.data) != 0 {
+		t.Fatalf("originals left without documents: %d", len(bl.data))
 	}
 }
 
@@ -244,7 +268,7 @@ func TestIngestFinishesItsWriteWhenTheClientGoesAway(t *testing.T) {
 	bl := &fakeBlobs{data: map[string][]byte{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := New(fakeImages{}, nil, cancellingStore{st, cancel}, ctxBlobs{bl})
+	s := New(Single(fakeImages{}, nil, cancellingStore{st, cancel}), ctxBlobs{bl})
 	items, err := s.Ingest(ctx, []Upload{{Data: []byte("x")}, {Data: []byte("y")}}, IngestOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -256,5 +280,112 @@ func TestIngestFinishesItsWriteWhenTheClientGoesAway(t *testing.T) {
 	}
 	if len(st.docs) != 2 || len(st.deleted) != 0 || len(bl.data) != 2 {
 		t.Fatalf("docs %d, deleted %v, originals %d: want 2 documents with their originals, none undone", len(st.docs), st.deleted, len(bl.data))
+	}
+}
+
+// twoGens is a switch in progress: writes go to active and next.
+type twoGens struct{ active, next Target }
+
+func (g twoGens) Reader() (Target, error)           { return g.active, nil }
+func (g twoGens) Writers() (Target, *Target, error) { return g.active, &g.next, nil }
+
+// nextImages embeds like another model would: a different vector.
+type nextImages struct{}
+
+func (nextImages) Embed(_ context.Context, data []byte) ([]float32, preprocess.Info, error) {
+	return []float32{0, 1}, preprocess.Info{Format: "jpeg", Width: 3, Height: 2}, nil
+}
+
+func newSwitching() (*Service, *fakeStore, *fakeStore, *fakeBlobs) {
+	a := &fakeStore{docs: map[string]esproxy.Doc{}}
+	b := &fakeStore{docs: map[string]esproxy.Doc{}}
+	bl := &fakeBlobs{data: map[string][]byte{}}
+	gens := twoGens{Target{Name: "a", Images: fakeImages{}, Store: a}, Target{Name: "b", Images: nextImages{}, Store: b}}
+	return New(gens, bl), a, b, bl
+}
+
+func TestIngestDuringASwitchWritesBothGenerations(t *testing.T) {
+	s, a, b, bl := newSwitching()
+	items, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x"), Metadata: map[string]any{"k": "v"}}, {Data: []byte("y")}}, IngestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		if it.Err != nil || it.Result != Created {
+			t.Fatalf("item %+v", it)
+		}
+		da, db := a.docs[it.ID], b.docs[it.ID]
+		if da.Vector[0] != 1 || db.Vector[1] != 1 {
+			t.Fatalf("each generation gets its own model's vector: a %v, b %v", da.Vector, db.Vector)
+		}
+		if da.SHA256 != db.SHA256 || len(da.Metadata) != len(db.Metadata) {
+			t.Fatalf("the same document in both: a %+v, b %+v", da, db)
+		}
+	}
+	if len(bl.data) != 2 || a.waits != 1 {
+		t.Fatalf("originals %d, refresh waits on the active generation %d", len(bl.data), a.waits)
+	}
+}
+
+func TestIngestUndoneEverywhereWhenTheNextGenerationFails(t *testing.T) {
+	s, a, b, bl := newSwitching()
+	b.failIDs = map[string]bool{hash([]byte("y")): true}
+	items, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x")}, {Data: []byte("y")}}, IngestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if items[0].Err != nil || items[0].Result != Created {
+		t.Fatalf("item 0: %+v", items[0])
+	}
+	if items[1].Err == nil || items[1].Result != "" {
+		t.Fatalf("item 1 must fail: %+v", items[1])
+	}
+	y := hash([]byte("y"))
+	if _, ok := a.docs[y]; ok {
+		t.Fatal("a document missing from the generation being filled stays in the active one")
+	}
+	if _, ok := bl.data[y]; ok {
+		t.Fatal("its original stays")
+	}
+	// A retry writes both.
+	b.failIDs = nil
+	items, err = s.Ingest(context.Background(), []Upload{{Data: []byte("y")}}, IngestOptions{})
+	if err != nil || items[0].Result != Created || b.docs[y].ID != y || a.docs[y].ID != y {
+		t.Fatalf("retry: %+v %v", items, err)
+	}
+}
+
+func TestDeleteDuringASwitchRemovesFromBothAndFinishesOnRetry(t *testing.T) {
+	s, a, b, bl := newSwitching()
+	ctx := context.Background()
+	items, _ := s.Ingest(ctx, []Upload{{Data: []byte("x")}}, IngestOptions{})
+	id := items[0].ID
+	// The active copy is gone already (an earlier delete failed half-way).
+	delete(a.docs, id)
+	if err := s.Delete(ctx, id, ""); apierr.KindOf(err) != apierr.NotFound {
+		t.Fatalf("want NotFound (the active generation had no such image), got %v", err)
+	}
+	if _, ok := b.docs[id]; ok {
+		t.Fatal("still in the generation being filled")
+	}
+	if _, ok := bl.data[id]; ok {
+		t.Fatal("original kept")
+	}
+}
+
+type staleGens struct{}
+
+func (staleGens) Reader() (Target, error) { return Target{}, nil }
+func (staleGens) Writers() (Target, *Target, error) {
+	return Target{}, nil, apierr.New(apierr.Unavailable, "generations_stale", "stale")
+}
+
+func TestWritesRefusedWhenTheGenerationsAreUnknown(t *testing.T) {
+	s := New(staleGens{}, nil)
+	if _, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x")}}, IngestOptions{}); apierr.KindOf(err) != apierr.Unavailable {
+		t.Fatalf("ingest: %v", err)
+	}
+	if err := s.Delete(context.Background(), "x", ""); apierr.KindOf(err) != apierr.Unavailable {
+		t.Fatalf("delete: %v", err)
 	}
 }

@@ -12,19 +12,27 @@ import (
 // (no re-embedding, so it works without the original bytes), the image itself
 // excluded inside the search so q.K others come back when they exist.
 func (s *Service) Similar(ctx context.Context, id string, q Query) ([]Hit, error) {
-	vec, err := s.store.Vector(ctx, id)
+	r, err := s.gens.Reader()
+	if err != nil {
+		return nil, err
+	}
+	vec, err := r.Store.Vector(ctx, id)
 	if err != nil {
 		if e := apierr.As(err); e != nil && e.Code == esproxy.CodeDocNotFound {
 			return nil, apierr.Wrap(err, apierr.NotFound, "image_not_found", "image %q not found", id)
 		}
 		return nil, err
 	}
-	return s.knn(ctx, vec, q, id)
+	return s.knn(ctx, r.Store, vec, q, id)
 }
 
 // Exists returns which of ids are indexed, in request order, each once.
 func (s *Service) Exists(ctx context.Context, ids []string) ([]string, error) {
-	return s.store.Exists(ctx, ids)
+	r, err := s.gens.Reader()
+	if err != nil {
+		return nil, err
+	}
+	return r.Store.Exists(ctx, ids)
 }
 
 // Near-duplicate lookups on ingest: each reports at most nearDuplicatesK
@@ -41,7 +49,7 @@ const (
 // after indexing, so with refresh wait_for/true the images of one request
 // find each other. Any failure fails the request: the documents are
 // indexed, and a retry answers "exists" with the list.
-func (s *Service) nearDuplicates(ctx context.Context, items []IngestItem, docs []*esproxy.Doc, threshold float32) error {
+func (s *Service) nearDuplicates(ctx context.Context, store Store, items []IngestItem, docs []*esproxy.Doc, threshold float32) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -77,7 +85,7 @@ func (s *Service) nearDuplicates(ctx context.Context, items []IngestItem, docs [
 				err = ctx.Err()
 				return
 			}
-			hits, kerr := s.store.KNN(ctx, esproxy.KNNQuery{
+			hits, kerr := store.KNN(ctx, esproxy.KNNQuery{
 				Vector: docs[i].Vector, K: nearDuplicatesK, Similarity: &threshold, ExcludeIDs: []string{it.ID},
 			})
 			if kerr != nil {

@@ -89,7 +89,7 @@ func angle(deg float64) []float32 {
 func TestIngestReportsNearDuplicates(t *testing.T) {
 	st := &fakeStore{docs: map[string]esproxy.Doc{}}
 	// a and b are 10° apart (cos 0.985), c is 60° from a (cos 0.5).
-	s := New(vecImages{'a': angle(0), 'b': angle(10), 'c': angle(60)}, nil, st, nil)
+	s := New(Single(vecImages{'a': angle(0), 'b': angle(10), 'c': angle(60)}, nil, st), nil)
 	ctx := context.Background()
 	thr := float32(0.95)
 
@@ -137,7 +137,7 @@ func TestIngestReportsNearDuplicates(t *testing.T) {
 
 func TestSimilarUsesTheStoredVector(t *testing.T) {
 	st := &fakeStore{docs: map[string]esproxy.Doc{}}
-	s := New(vecImages{'a': angle(0), 'b': angle(10), 'c': angle(60), 'd': angle(90)}, nil, st, nil)
+	s := New(Single(vecImages{'a': angle(0), 'b': angle(10), 'c': angle(60), 'd': angle(90)}, nil, st), nil)
 	ctx := context.Background()
 	if _, err := s.Ingest(ctx, []Upload{{Data: []byte("a"), ID: "a"}, {Data: []byte("b"), ID: "b"},
 		{Data: []byte("c"), ID: "c"}, {Data: []byte("d"), ID: "d"}}, IngestOptions{}); err != nil {

@@ -107,4 +107,5 @@ var Sources = map[string]string{
 	"esproxy":         "github.com/tusou/tusou/esproxy",
 	"preprocess":      "github.com/tusou/tusou/preprocess",
 	"esproxy/sidecar": "github.com/tusou/tusou/esproxy/sidecar",
+	"blobstore":       "github.com/tusou/tusou/blobstore",
 }
