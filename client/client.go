@@ -1,10 +1,12 @@
 // Package client is a typed Go client for tusou's native REST API (/v1):
-// multi-file ingest, existence checks by id, search by text or image, and
-// more-like-this. Every call takes a context. Calls answered 429 or 503
+// multi-file ingest, existence checks by id, search by text or image,
+// more-like-this, and the admin API's model generations (Models*, with
+// WithAdminKey). Every call takes a context. Calls answered 429 or 503
 // (honouring Retry-After), 502 or 504, and calls that fail to connect, are
 // retried with exponential back-off: that is safe for ingest too, because an
 // image's default id is the SHA-256 of its bytes, so a repeated upload answers
-// "exists" instead of creating a second document.
+// "exists" instead of creating a second document. A rollback or a prune is
+// repeated only when the gateway surely did not act on it.
 package client
 
 import (
@@ -17,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -28,6 +31,7 @@ type Client struct {
 	base      *url.URL
 	http      *http.Client
 	apiKey    string
+	adminKey  string
 	userAgent string
 	retry     Retry
 	// sleep waits between attempts; a seam so tests can record the waits.
@@ -58,6 +62,11 @@ type Option func(*Client)
 
 // WithAPIKey sends "Authorization: ApiKey <key>" with every request.
 func WithAPIKey(key string) Option { return func(c *Client) { c.apiKey = key } }
+
+// WithAdminKey sends "Authorization: ApiKey <key>" with the admin API's
+// calls (the Models* methods) instead of the API key: the gateway checks
+// them against auth.admin_keys, which are separate from auth.api_keys.
+func WithAdminKey(key string) Option { return func(c *Client) { c.adminKey = key } }
 
 // WithHTTPClient replaces the default HTTP client (no overall timeout: the
 // caller's context bounds each call).
@@ -108,6 +117,12 @@ type request struct {
 	query        url.Values
 	body         []byte
 	contentType  string
+	// admin sends the admin key instead of the API key.
+	admin bool
+	// unsafe marks a call that must not run twice: it is retried only when
+	// the gateway surely did not act on it (the connection was refused, or
+	// it answered 429 or 503).
+	unsafe bool
 }
 
 // maxResponseBytes bounds what is read of an answer: 1000 hits with
@@ -125,7 +140,7 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if attempt >= c.retry.MaxAttempts || !retryableTransport(err) {
+			if attempt >= c.retry.MaxAttempts || !retryableTransport(err) || (r.unsafe && !dialFailed(err)) {
 				return &TransportError{Method: r.method, URL: u.String(), Attempts: attempt, Err: err}
 			}
 			if werr := c.sleep(ctx, c.backoff(attempt)); werr != nil {
@@ -143,7 +158,7 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 			return nil
 		}
 		apiErr := parseAPIError(status, header, body)
-		if attempt >= c.retry.MaxAttempts || !retryableStatus(status) {
+		if attempt >= c.retry.MaxAttempts || !retryableStatus(status) || (r.unsafe && !refusedUnread(status)) {
 			apiErr.Attempts = attempt
 			return apiErr
 		}
@@ -171,8 +186,12 @@ func (c *Client) once(ctx context.Context, r request, u string) (int, http.Heade
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
-	if c.apiKey != "" {
-		req.Header.Set("Authorization", "ApiKey "+c.apiKey)
+	key := c.apiKey
+	if r.admin {
+		key = c.adminKey
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "ApiKey "+key)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -205,6 +224,20 @@ func retryableStatus(status int) bool {
 		return true
 	}
 	return false
+}
+
+// refusedUnread says whether an answer means the gateway turned the request
+// away before acting on it: its admission answers 429 and 503. A 502 or 504
+// comes from a proxy that may have passed the request on.
+func refusedUnread(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable
+}
+
+// dialFailed says whether the request never reached the gateway because
+// the connection could not be made.
+func dialFailed(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // retryableTransport says whether a failed round trip may succeed later:

@@ -5,7 +5,8 @@
 // _exists body), answers in the gateway's JSON shapes and status codes, keeps
 // images in memory under the same default id (SHA-256 of the bytes), and
 // records what it received. Faults (429/503 with Retry-After) are injected
-// with FailNext.
+// with FailNext. The admin API's model generations and switches are faked
+// too (see Models).
 package clienttest
 
 import (
@@ -77,8 +78,14 @@ type Gateway struct {
 	// OnIngest, when set, runs after an ingest request was parsed and before
 	// it is answered (tests use it to block or to count).
 	OnIngest func(r *http.Request, uploads []Upload)
+	// AdminKeys are the gateway's auth.admin_keys, required by the admin API
+	// (/v1/admin); none answers 403 admin_disabled, as the real one does.
+	AdminKeys []string
+	// Models, when set, is the state served by the admin API (see Models).
+	Models *Models
 
 	mu        sync.Mutex
+	sw        *switchJob
 	images    map[string]Image
 	uploads   []Upload
 	exists    [][]string
@@ -197,6 +204,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", f.retryAfter)
 		}
 		writeError(w, f.status, "injected_fault", "injected %d", f.status)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/admin/") {
+		g.admin(w, r)
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/v1/") && g.APIKey != "" && !g.authorized(r) {

@@ -44,14 +44,19 @@ flags:
 type gatewayFlags struct{ url, apiKey *string }
 
 func addGatewayFlags(fs *flag.FlagSet) gatewayFlags {
+	return gatewayFlags{
+		url:    addURLFlag(fs),
+		apiKey: fs.String("api-key", "", "API key (default: env TUSOU_API_KEY)"),
+	}
+}
+
+// addURLFlag is the gateway URL flag, defaulting to env TUSOU_URL.
+func addURLFlag(fs *flag.FlagSet) *string {
 	def := os.Getenv("TUSOU_URL")
 	if def == "" {
 		def = "http://127.0.0.1:8080"
 	}
-	return gatewayFlags{
-		url:    fs.String("url", def, "gateway base URL (env TUSOU_URL)"),
-		apiKey: fs.String("api-key", "", "API key (default: env TUSOU_API_KEY)"),
-	}
+	return fs.String("url", def, "gateway base URL (env TUSOU_URL)")
 }
 
 func (g gatewayFlags) client() (*client.Client, error) {

@@ -1,7 +1,7 @@
 // Command tusou is the gateway binary: `tusou serve` runs the REST API,
 // `tusou config reference` prints the configuration reference, and
 // `tusou config check` validates a configuration without starting anything.
-// `tusou ingest` and `tusou search` are clients of a running gateway.
+// `tusou ingest`, `tusou search` and `tusou models` are clients of a running gateway.
 package main
 
 import (
@@ -57,10 +57,12 @@ const usage = `usage: tusou <command> [flags]
 
 commands:
   serve              run the gateway (REST API on server.listen)
-  config check       load and validate the configuration, then exit
+  config check       load and validate the configuration, list its model generations, then exit
+                     (-o json: the resolved generations, for scripts)
   config reference   print the configuration reference (Markdown)
   ingest PATH...     index the images under folders, files or stdin (-) through a gateway
   search             search a gateway by --text, --image FILE or --similar ID
+  models             status, switch, rollback, abort, prune the model generations of a gateway
   tune               find the image batcher settings for a p99 target against a live Triton
   version            print the version
 `
@@ -109,12 +111,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		switch args[1] {
 		case "check":
-			fs := flag.NewFlagSet("config check", flag.ContinueOnError)
-			if _, err := loadConfig(fs, args[2:]); err != nil {
-				return err
-			}
-			fmt.Fprintln(stdout, "configuration is valid")
-			return nil
+			return configCheckCmd(args[2:], stdout)
 		case "reference":
 			fmt.Fprint(stdout, config.Reference())
 			return nil
@@ -128,6 +125,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		ctx, stop := clientContext(stderr)
 		defer stop()
 		return searchCmd(ctx, args[1:], stdout, stderr)
+	case "models":
+		ctx, stop := clientContext(stderr)
+		defer stop()
+		return modelsCmd(ctx, args[1:], stdout, stderr)
 	case "tune":
 		ctx, stop := clientContext(stderr)
 		defer stop()
