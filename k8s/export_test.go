@@ -166,16 +166,22 @@ optimization {
 	}
 }
 
+// tinyVersions are the committed tiny model versions: the generations a
+// (1) and b (2) of the local stack and of the k8s dev overlay.
+var tinyVersions = []string{"1", "2"}
+
 // TestExportEntrypointTiny runs the export image's entrypoint in tiny mode
 // against the checkout (no network): it must produce the exact layout
-// Triton (both placements) and the gateway expect, and a second run must
-// find the repository complete and leave it alone.
+// Triton (both placements) and the gateway expect, every tiny version (two
+// generations) with its tokenizer, and a second run must find the
+// repository complete and leave it alone.
 func TestExportEntrypointTiny(t *testing.T) {
 	needPython(t)
 	root := repoRoot(t)
 	for _, f := range []string{
 		"model_repository/clip_image/config.pbtxt", "model_repository/clip_text/config.pbtxt",
 		"model_repository/tiny/clip_image/1/model.onnx", "model_repository/tiny/clip_text/1/model.onnx",
+		"model_repository/tiny/clip_image/2/model.onnx", "model_repository/tiny/clip_text/2/model.onnx",
 		"model_repository/tiny/clip_text/tokenizer.json",
 	} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
@@ -218,20 +224,121 @@ func TestExportEntrypointTiny(t *testing.T) {
 		if err != nil || !strings.Contains(pbtxtFields(string(cpu)), "KIND_CPU") {
 			t.Errorf("%s/configs/cpu.pbtxt missing or not KIND_CPU (%v)", m, err)
 		}
-		onnxWant, _ := os.ReadFile(filepath.Join(root, "model_repository", "tiny", m, "1", "model.onnx"))
-		onnxGot, err := os.ReadFile(filepath.Join(out, m, "1", "model.onnx"))
-		if err != nil || string(onnxGot) != string(onnxWant) {
-			t.Errorf("%s/1/model.onnx is not the tiny model (%v)", m, err)
+		for _, v := range tinyVersions {
+			onnxWant, _ := os.ReadFile(filepath.Join(root, "model_repository", "tiny", m, v, "model.onnx"))
+			onnxGot, err := os.ReadFile(filepath.Join(out, m, v, "model.onnx"))
+			if err != nil || string(onnxGot) != string(onnxWant) {
+				t.Errorf("%s/%s/model.onnx is not the tiny model (%v)", m, v, err)
+			}
 		}
 	}
-	if _, err := os.Stat(filepath.Join(out, "clip_text", "tokenizer.json")); err != nil {
-		t.Errorf("clip_text/tokenizer.json: %v", err)
+	// Each version's tokenizer where a real export writes it (version 1:
+	// clip_text/tokenizer.json, N: clip_text/N/tokenizer.json), which is
+	// where the gateway's generations look for it.
+	tokWant, _ := os.ReadFile(filepath.Join(root, "model_repository", "tiny", "clip_text", "tokenizer.json"))
+	for _, v := range tinyVersions {
+		rel := filepath.Join("clip_text", v, "tokenizer.json")
+		if v == "1" {
+			rel = filepath.Join("clip_text", "tokenizer.json")
+		}
+		if got, err := os.ReadFile(filepath.Join(out, rel)); err != nil || string(got) != string(tokWant) {
+			t.Errorf("%s is not the tiny tokenizer (%v)", rel, err)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(out, ".staging")); !os.IsNotExist(err) {
 		t.Error("staging folder left behind")
 	}
 	if second := run(); !strings.Contains(second, "is complete") {
 		t.Errorf("second run rebuilt a complete repository:\n%s", second)
+	}
+}
+
+// fakeExportMain stands in for `python3 -m tusou_export export` in
+// TestExportEntrypointVersionN: it writes what a real export writes for
+// --version N (export.py version_paths), without the tokenizer when
+// FAKE_NO_TOKENIZER is set.
+const fakeExportMain = `
+import argparse, json, os, pathlib
+ap = argparse.ArgumentParser()
+ap.add_argument("cmd")
+ap.add_argument("--out", type=pathlib.Path)
+ap.add_argument("--version", type=int, default=1)
+a = ap.parse_args()
+v = a.version
+files = [f"clip_image/{v}/model.onnx", f"clip_text/{v}/model.onnx"]
+if not os.environ.get("FAKE_NO_TOKENIZER"):
+    files.append("clip_text/tokenizer.json" if v == 1 else f"clip_text/{v}/tokenizer.json")
+for rel in files:
+    (a.out / rel).parent.mkdir(parents=True, exist_ok=True)
+    (a.out / rel).write_text(rel)
+(a.out / ("export_manifest.json" if v == 1 else f"export_manifest.v{v}.json")).write_text(json.dumps({"version": v}))
+`
+
+// TestExportEntrypointVersionN runs the entrypoint in real mode with
+// EXPORT_ARGS="--version 2" (the next generation, overlays/prod-export)
+// against a stand-in exporter: the repository holds version 2 with its own
+// tokenizer and manifest and the production configs; an export that lacks
+// version 2's tokenizer fails and leaves the repository alone.
+func TestExportEntrypointVersionN(t *testing.T) {
+	needPython(t)
+	root := repoRoot(t)
+	home := t.TempDir()
+	for _, m := range []string{"clip_image", "clip_text"} {
+		data, err := os.ReadFile(filepath.Join(root, "model_repository", m, "config.pbtxt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(home, "model_repository", m), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(home, "model_repository", m, "config.pbtxt"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pkg := filepath.Join(home, "model_repository", "export", "tusou_export")
+	if err := os.MkdirAll(pkg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, src := range map[string]string{"__init__.py": "", "__main__.py": fakeExportMain} {
+		if err := os.WriteFile(filepath.Join(pkg, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(root, "deploy", "docker"), filepath.Join(home, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "SOURCE_DIGEST"), []byte("test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(out string, env ...string) (string, error) {
+		cmd := exec.Command("sh", filepath.Join(root, "deploy", "docker", "export-entrypoint.sh"))
+		cmd.Env = append(os.Environ(), append([]string{"TUSOU_HOME=" + home, "MODEL_REPO_OUT=" + out,
+			"EXPORT_MODE=real", "EXPORT_ARGS=--version 2"}, env...)...)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+
+	out := t.TempDir()
+	if b, err := run(out); err != nil {
+		t.Fatalf("export-entrypoint.sh (real, --version 2): %v\n%s", err, b)
+	}
+	for _, rel := range []string{"clip_image/2/model.onnx", "clip_text/2/model.onnx", "clip_text/2/tokenizer.json",
+		"export_manifest.v2.json", "clip_image/config.pbtxt", "clip_text/configs/cpu.pbtxt"} {
+		if _, err := os.Stat(filepath.Join(out, rel)); err != nil {
+			t.Errorf("%s: %v", rel, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "clip_image", "1")); !os.IsNotExist(err) {
+		t.Error("a --version 2 export wrote version 1")
+	}
+
+	bad := t.TempDir()
+	b, err := run(bad, "FAKE_NO_TOKENIZER=1")
+	if err == nil || !strings.Contains(b, "missing clip_text/2/tokenizer.json") {
+		t.Errorf("an export without version 2's tokenizer: err %v, want a failure naming clip_text/2/tokenizer.json\n%s", err, b)
+	}
+	if _, err := os.Stat(filepath.Join(bad, "clip_text")); !os.IsNotExist(err) {
+		t.Error("a failed export moved models into the repository")
 	}
 }
 

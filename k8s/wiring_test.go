@@ -30,8 +30,11 @@ func externalSecrets(esName string) map[string]string {
 		esName + "-es-elastic-user":      "ECK, for the Elasticsearch resource",
 		esName + "-es-http-certs-public": "ECK, for the Elasticsearch resource",
 		"tusou-gateway-api-keys":         "the operator (docs/operations.md), required in prod",
+		"tusou-gateway-admin-keys":       "the operator (docs/operations.md §7), required in prod",
 		"tusou-model-repo-credentials":   "optional: static object-storage keys when workload identity is not used",
 		"tusou-gateway-tls":              "cert-manager or the operator, for the Ingress",
+		"tusou-originals-s3":             "the operator (docs/operations.md), object-storage keys for the originals, prod",
+		"tusou-originals-s3-ca":          "the operator or cert-manager, the CA of the object store's certificate, prod",
 	}
 }
 
