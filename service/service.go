@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"sync"
 	"time"
@@ -154,7 +155,7 @@ func (s *Service) Ingest(ctx context.Context, uploads []Upload, opts IngestOptio
 		stored = stored || (it.Err == nil && it.Result != "")
 	}
 	if stored {
-		if err := active.Store.WaitSearchable(ctx, opts.Refresh); err != nil {
+		if err := waitSearchable(ctx, opts.Refresh, active, next); err != nil {
 			return nil, err
 		}
 	}
@@ -318,6 +319,19 @@ func (w *write) writeNext(ctx context.Context, created []int) {
 	}
 }
 
+// waitSearchable waits until what was written is searchable in the active
+// generation and in the one being filled: a switch may move the alias right
+// after the write, and an acknowledged image must not vanish from results.
+func waitSearchable(ctx context.Context, refresh string, active Target, next *Target) error {
+	if next == nil {
+		return active.Store.WaitSearchable(ctx, refresh)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- next.Store.WaitSearchable(ctx, refresh) }()
+	err := active.Store.WaitSearchable(ctx, refresh)
+	return errors.Join(err, <-errc)
+}
+
 // prepare hashes and embeds one upload with images.
 func (s *Service) prepare(ctx context.Context, images ImageEmbedder, up *Upload) (*esproxy.Doc, error) {
 	sum := sha256.Sum256(up.Data)
@@ -402,7 +416,7 @@ func (s *Service) Delete(ctx context.Context, id, refresh string) error {
 	if gone != nil {
 		return gone
 	}
-	return active.Store.WaitSearchable(ctx, refresh)
+	return waitSearchable(ctx, refresh, active, next)
 }
 
 // SearchImage finds the images nearest to the query image.
