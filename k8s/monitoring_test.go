@@ -11,11 +11,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -273,6 +275,10 @@ func TestMonitoringMetricNames(t *testing.T) {
 		"tusou_triton_queue_depth", "tusou_triton_inflight_batches", "tusou_triton_errors_total",
 		"tusou_es_request_duration_seconds", "nv_inference_count", "nv_inference_exec_count",
 		"nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us", "nv_gpu_utilization",
+		// Model generations and switches (issue 9).
+		"tusou_models_generation_role", "tusou_models_poll_errors_total", "tusou_models_view_age_seconds",
+		"tusou_models_switch_running", "tusou_models_switch_progress_ratio",
+		"tusou_models_switch_documents_total", "tusou_models_switches_total",
 	} {
 		if !used[m] {
 			t.Errorf("no dashboard query or alert uses %s", m)
@@ -312,7 +318,8 @@ func TestAlertsHaveRunbooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	rules := alertRules(t)
-	want := []string{"TusouLoadShedding", "TusouBatcherSaturated", "TusouTritonErrors", "TusouReadinessFlapping", "TusouElasticsearchSlow"}
+	want := []string{"TusouLoadShedding", "TusouBatcherSaturated", "TusouTritonErrors", "TusouReadinessFlapping", "TusouElasticsearchSlow",
+		"TusouGenerationViewStale", "TusouModelSwitchFailed", "TusouModelSwitchStalled"}
 	var names []string
 	for _, r := range rules {
 		names = append(names, r.Alert)
@@ -330,6 +337,50 @@ func TestAlertsHaveRunbooks(t *testing.T) {
 		if !slices.Contains(names, w) {
 			t.Errorf("alert %s is missing from %s", w, alertsSource)
 		}
+	}
+}
+
+// TestStalenessLimitInMonitoring: the view age panel draws the production
+// gateway's models.max_staleness (config.yaml, a TUSOU_ variable, else the
+// documented default), and TusouGenerationViewStale fires below it, so it
+// warns before or as writes are refused, never only after.
+func TestStalenessLimitInMonitoring(t *testing.T) {
+	objs := render(t, "overlays/prod")
+	limit := gatewayConfig(t, objs).duration(t, "models.max_staleness")
+	c := findNamed[*appsv1.Deployment](t, objs, "Deployment", "tusou-gateway").Spec.Template.Spec.Containers[0]
+	for _, e := range c.Env {
+		if e.Name == "TUSOU_MODELS_MAX_STALENESS" {
+			d, err := time.ParseDuration(e.Value)
+			if err != nil {
+				t.Fatalf("%s=%q: %v", e.Name, e.Value, err)
+			}
+			limit = d
+		}
+	}
+	if got := time.Duration(maxStalenessSeconds) * time.Second; got != limit {
+		t.Errorf("dashboard draws max_staleness at %s, the prod gateway uses %s: update maxStalenessSeconds in dashboard_test.go", got, limit)
+	}
+	var threshold float64
+	for _, r := range alertRules(t) {
+		if r.Alert != "TusouGenerationViewStale" {
+			continue
+		}
+		ast, err := promqlParser.ParseExpr(r.Expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, ok := ast.(*parser.BinaryExpr)
+		if !ok || b.Op != parser.GTR {
+			t.Fatalf("TusouGenerationViewStale: want `<view age> > <seconds>`, got %s", r.Expr)
+		}
+		n, ok := b.RHS.(*parser.NumberLiteral)
+		if !ok {
+			t.Fatalf("TusouGenerationViewStale: want `<view age> > <seconds>`, got %s", r.Expr)
+		}
+		threshold = n.Val
+	}
+	if threshold <= 0 || time.Duration(threshold*float64(time.Second)) >= limit {
+		t.Errorf("TusouGenerationViewStale fires above %gs; want a threshold in (0, max_staleness=%s)", threshold, limit)
 	}
 }
 
