@@ -306,8 +306,7 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 	}
 	a.switcher = models.NewSwitcher(cat, originals, models.SwitchOptions{
 		Workers: cfg.Models.Backfill.Workers, PageSize: cfg.Models.Backfill.PageSize, MaxErrors: cfg.Models.Backfill.MaxErrors,
-		// Two polls: every gateway has re-read the aliases and dual-writes.
-		Propagation:      2*cfg.Models.PollInterval + time.Second,
+		Propagation:      switchPropagation(cfg.Models),
 		MaxOriginalBytes: cfg.Preprocess.MaxBytes,
 	}, log.Named("models"), reg)
 	svc := service.New(targets{cat}, blobs)
@@ -508,6 +507,14 @@ func (a *App) runCatalog() {
 		defer close(a.catalogDone)
 		a.catalog.Run(ctx)
 	}()
+}
+
+// switchPropagation is how long a switch waits after adding <alias>-next
+// before it copies: until every gateway that may still write dual-writes. A
+// gateway writes with a view of the aliases up to models.max_staleness old
+// (its polls may fail meanwhile), so two polls are not enough.
+func switchPropagation(m config.Models) time.Duration {
+	return max(2*m.PollInterval, m.MaxStaleness+m.PollInterval) + time.Second
 }
 
 // targets adapts the catalog to what the service asks of generations.

@@ -66,6 +66,10 @@ type Catalog struct {
 	// an index's provenance never changes.
 	indexMu  sync.Mutex
 	indexGen map[string]string
+	// retired are stores of indices a generation no longer lives in
+	// (repinned or pruned), closed by Close: requests may still hold them.
+	// Guarded by openMu.
+	retired []*esproxy.Client
 
 	pollErrors prometheus.Counter
 	viewAge    prometheus.GaugeFunc
@@ -228,7 +232,16 @@ func (c *Catalog) Refresh(ctx context.Context) (*View, error) {
 			}
 			return nil
 		}
-		if g.Store() == nil {
+		switch {
+		case unknown != nil && (g.Store() == nil || g.Index() != idx[0]):
+			// Active and next are written: pin g where the alias says it
+			// lives, also when it moved since (a pruned legacy index
+			// recreated under g's own name by another gateway).
+			if err := c.openAt(ctx, g, idx[0]); err != nil {
+				errs = append(errs, err.Error())
+				return nil
+			}
+		case g.Store() == nil:
 			if _, err := c.Open(ctx, g); err != nil {
 				errs = append(errs, err.Error())
 				return nil
@@ -290,12 +303,55 @@ func (c *Catalog) Open(ctx context.Context, g *Generation) (*esproxy.Client, err
 	return s, nil
 }
 
+// openAt pins g to index, an existing index that must hold g's vectors,
+// replacing a store pinned to another index.
+func (c *Catalog) openAt(ctx context.Context, g *Generation, index string) error {
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
+	if s := g.Store(); s != nil && s.Target() == index {
+		g.index.Store(&index)
+		return nil
+	}
+	gi, err := c.base.EnsureGeneration(ctx, g.Prov, index, false)
+	if err != nil {
+		return err
+	}
+	g.index.Store(&index)
+	if old := g.store.Swap(c.base.ForIndex(gi.Name, g.Prov, gi.Quantized)); old != nil {
+		c.retired = append(c.retired, old)
+	}
+	return nil
+}
+
+// forget unpins g after its index was deleted: a later switch to g creates
+// its index under g's own name (not that of a pruned index from before
+// generations had names) and pins it then.
+func (c *Catalog) forget(g *Generation) {
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
+	idx := esproxy.ConcreteIndexName(c.alias, g.Prov)
+	g.index.Store(&idx)
+	c.indexMu.Lock()
+	c.indexGen[idx] = g.Name
+	c.indexMu.Unlock()
+	if old := g.store.Swap(nil); old != nil {
+		c.retired = append(c.retired, old)
+	}
+}
+
 // Close closes the generations' pinned stores.
 func (c *Catalog) Close(ctx context.Context) {
 	for _, g := range c.gens {
 		if s := g.store.Swap(nil); s != nil {
 			_ = s.Close(ctx)
 		}
+	}
+	c.openMu.Lock()
+	retired := c.retired
+	c.retired = nil
+	c.openMu.Unlock()
+	for _, s := range retired {
+		_ = s.Close(ctx)
 	}
 }
 

@@ -278,8 +278,8 @@ func (s *Switcher) Prune(ctx context.Context, gen string) (PruneResult, error) {
 		}
 		return PruneResult{}, err
 	}
-	// The pinned store stays: a later switch to g creates the index again
-	// under the same name before writing (run).
+	// A later switch to g creates its index again under g's own name.
+	s.cat.forget(g)
 	s.log.Info("generation pruned", zap.String("generation", g.Name), zap.String("index", index))
 	if _, err := s.cat.Refresh(ctx); err != nil {
 		s.log.Warn("re-reading the generation aliases after a prune failed", zap.Error(err))

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -155,7 +156,7 @@ func (s *Service) Ingest(ctx context.Context, uploads []Upload, opts IngestOptio
 		stored = stored || (it.Err == nil && it.Result != "")
 	}
 	if stored {
-		if err := waitSearchable(ctx, opts.Refresh, active, next); err != nil {
+		if err := waitSearchable(ctx, opts.Refresh, w.written...); err != nil {
 			return nil, err
 		}
 	}
@@ -180,6 +181,8 @@ type write struct {
 	blobbed []bool
 	// writeErr is the first index write error of an item.
 	writeErr error
+	// written are the generations written to so far.
+	written []Target
 }
 
 // run writes the items at where; an error fails the whole request (nothing
@@ -205,6 +208,7 @@ func (w *write) run(ctx context.Context, where []int) error {
 		w.dropOriginals(ctx, sent)
 		return err
 	}
+	w.written = append(w.written, w.active)
 	var created []int
 	for j, r := range results {
 		i := sent[j]
@@ -224,7 +228,10 @@ func (w *write) run(ctx context.Context, where []int) error {
 		}
 	}
 	if w.next != nil && len(created) > 0 {
-		w.writeNext(ctx, created)
+		w.writeTo(ctx, *w.next, w.nextVecs, created)
+	}
+	if len(created) > 0 {
+		w.catchUp(ctx, created)
 	}
 	return nil
 }
@@ -274,62 +281,150 @@ func (w *write) storeOriginals(ctx context.Context, where []int) error {
 }
 
 // dropOriginals deletes the originals this request stored for items that
-// were not indexed after all.
+// were not indexed after all. A failed write may be stored nevertheless (a
+// bulk that timed out after Elasticsearch took it, an undo that failed, a
+// concurrent ingest of the same id that created it), so an original whose
+// document is found where this request wrote, or cannot be checked, stays:
+// a searchable document must keep its original.
 func (w *write) dropOriginals(ctx context.Context, at []int) {
 	if w.s.blobs == nil {
 		return
 	}
+	var drop []int
 	for _, i := range at {
 		if w.blobbed[i] {
+			drop = append(drop, i)
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	written := w.written
+	if len(written) == 0 {
+		written = []Target{w.active}
+	}
+	stored := map[string]bool{}
+	for _, t := range written {
+		for start := 0; start < len(drop); start += esproxy.MaxExistsIDs {
+			chunk := drop[start:min(start+esproxy.MaxExistsIDs, len(drop))]
+			ids := make([]string, len(chunk))
+			for k, i := range chunk {
+				ids[k] = w.docs[i].ID
+			}
+			found, err := t.Store.Exists(ctx, ids)
+			if err != nil {
+				return
+			}
+			for _, id := range found {
+				stored[id] = true
+			}
+		}
+	}
+	for _, i := range drop {
+		if !stored[w.docs[i].ID] {
 			_ = w.s.blobs.Delete(ctx, w.docs[i].ID)
 			w.blobbed[i] = false
 		}
 	}
 }
 
-// writeNext writes the items just created in the active generation to the
-// generation a switch is filling. An item that cannot be written there is
-// undone in the active one (and its original dropped) and fails: a retry
-// writes both, while a document left in the active generation only would
-// be missing after the switch (the backfill may have passed it already).
-func (w *write) writeNext(ctx context.Context, created []int) {
+// writeTo writes the items just created in the active generation to t, a
+// generation a switch is filling (vecs: t's vectors by item). An item that
+// cannot be written there is undone where it was written (and its original
+// dropped) and fails: a retry writes both, while a document left in the
+// active generation only would be missing after the switch (the backfill
+// may have passed it already).
+func (w *write) writeTo(ctx context.Context, t Target, vecs [][]float32, created []int) {
+	if len(created) == 0 {
+		return
+	}
 	batch := make([]esproxy.Doc, len(created))
 	for k, i := range created {
 		d := *w.docs[i]
-		d.Vector = w.nextVecs[i]
+		d.Vector = vecs[i]
 		batch[k] = d
 	}
-	results, err := w.next.Store.Bulk(ctx, batch, esproxy.RefreshFalse)
+	results, err := t.Store.Bulk(ctx, batch, esproxy.RefreshFalse)
 	for k, i := range created {
 		ierr := err
 		if ierr == nil && results[k].Err != nil {
 			ierr = results[k].Err
 		}
-		if ierr == nil {
-			continue // created, or already filled by the switch's backfill
+		if ierr != nil { // else created, or already filled by the switch's backfill
+			w.undo(ctx, i, ierr)
 		}
-		undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-		_ = w.active.Store.Delete(undo, w.docs[i].ID, esproxy.RefreshFalse)
-		w.dropOriginals(undo, []int{i})
-		cancel()
-		w.items[i].Err, w.items[i].Result = ierr, ""
-		if w.writeErr == nil {
-			w.writeErr = ierr
-		}
+	}
+	w.written = append(w.written, t)
+}
+
+// undo removes item i from the generations written so far, drops its
+// original and fails it with err.
+func (w *write) undo(ctx context.Context, i int, err error) {
+	undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	for _, t := range w.written {
+		_ = t.Store.Delete(undo, w.docs[i].ID, esproxy.RefreshFalse)
+	}
+	w.dropOriginals(undo, []int{i})
+	cancel()
+	w.items[i].Err, w.items[i].Result = err, ""
+	if w.writeErr == nil {
+		w.writeErr = err
 	}
 }
 
-// waitSearchable waits until what was written is searchable in the active
-// generation and in the one being filled: a switch may move the alias right
-// after the write, and an acknowledged image must not vanish from results.
-func waitSearchable(ctx context.Context, refresh string, active Target, next *Target) error {
-	if next == nil {
-		return active.Store.WaitSearchable(ctx, refresh)
+// catchUp writes the items just created to the generations written to now
+// that were not when the request began: its view of the generations may
+// predate a switch (read before this gateway saw <alias>-next, then a long
+// embedding), whose backfill may have passed these ids already, or whose
+// cut-over may even have made another generation active. Without this an
+// acknowledged image would be missing after the switch.
+func (w *write) catchUp(ctx context.Context, created []int) {
+	active, next, err := w.s.gens.Writers()
+	if err != nil {
+		return // a stale view: the switch's propagation wait outlasts it
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- next.Store.WaitSearchable(ctx, refresh) }()
-	err := active.Store.WaitSearchable(ctx, refresh)
-	return errors.Join(err, <-errc)
+	for _, t := range []*Target{&active, next} {
+		if t == nil || slices.ContainsFunc(w.written, func(d Target) bool { return d.Name == t.Name }) {
+			continue
+		}
+		vecs := make([][]float32, len(w.items))
+		errs := make([]error, len(w.items))
+		var wg sync.WaitGroup
+		for _, i := range created {
+			if w.items[i].Err == nil {
+				wg.Go(func() {
+					defer recoverInto(&errs[i])
+					vecs[i], _, errs[i] = t.Images.Embed(ctx, w.uploads[i].Data)
+				})
+			}
+		}
+		wg.Wait()
+		var ok []int
+		for _, i := range created {
+			switch {
+			case w.items[i].Err != nil:
+			case errs[i] != nil:
+				w.undo(ctx, i, errs[i])
+			default:
+				ok = append(ok, i)
+			}
+		}
+		w.writeTo(ctx, *t, vecs, ok)
+	}
+}
+
+// waitSearchable waits until what was written is searchable in every
+// generation written (the active one and the one being filled): a switch
+// may move the alias right after the write, and an acknowledged image must
+// not vanish from results.
+func waitSearchable(ctx context.Context, refresh string, targets ...Target) error {
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() { errs[i] = t.Store.WaitSearchable(ctx, refresh) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // prepare hashes and embeds one upload with images.
@@ -416,7 +511,11 @@ func (s *Service) Delete(ctx context.Context, id, refresh string) error {
 	if gone != nil {
 		return gone
 	}
-	return waitSearchable(ctx, refresh, active, next)
+	written := []Target{active}
+	if next != nil {
+		written = append(written, *next)
+	}
+	return waitSearchable(ctx, refresh, written...)
 }
 
 // SearchImage finds the images nearest to the query image.

@@ -389,3 +389,100 @@ func TestWritesRefusedWhenTheGenerationsAreUnknown(t *testing.T) {
 		t.Fatalf("delete: %v", err)
 	}
 }
+
+// viewChanges is a gateway whose view of the generations changes after the
+// first Writers call: a switch began (or even finished) while an ingest was
+// embedding.
+type viewChanges struct {
+	mu    sync.Mutex
+	calls int
+	views []func() (Target, *Target)
+}
+
+func (g *viewChanges) Reader() (Target, error) { a, _ := g.views[0](); return a, nil }
+func (g *viewChanges) Writers() (Target, *Target, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	v := g.views[min(g.calls, len(g.views)-1)]
+	g.calls++
+	a, n := v()
+	return a, n, nil
+}
+
+// An ingest whose view predates a switch (taken before the gateway re-read
+// the aliases, then a long embedding) still reaches the generation being
+// filled, and the one made active meanwhile: that switch's backfill may
+// have passed the id already, and an acknowledged image must be there.
+func TestIngestReachesAGenerationThatBecameWrittenMeanwhile(t *testing.T) {
+	a := &fakeStore{docs: map[string]esproxy.Doc{}}
+	b := &fakeStore{docs: map[string]esproxy.Doc{}}
+	ta := Target{Name: "a", Images: fakeImages{}, Store: a}
+	tb := Target{Name: "b", Images: nextImages{}, Store: b}
+	for name, later := range map[string]func() (Target, *Target){
+		"switch started": func() (Target, *Target) { return ta, &tb },
+		"switch done":    func() (Target, *Target) { return tb, nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			clear(a.docs)
+			clear(b.docs)
+			gens := &viewChanges{views: []func() (Target, *Target){func() (Target, *Target) { return ta, nil }, later}}
+			s := New(gens, &fakeBlobs{data: map[string][]byte{}})
+			items, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x"), Metadata: map[string]any{"k": "v"}}}, IngestOptions{})
+			if err != nil || items[0].Err != nil || items[0].Result != Created {
+				t.Fatalf("ingest: %+v %v", items, err)
+			}
+			id := items[0].ID
+			if a.docs[id].ID != id {
+				t.Fatal("not in the generation active when the request came")
+			}
+			db, ok := b.docs[id]
+			if !ok {
+				t.Fatal("acknowledged, but missing from the generation the switch fills")
+			}
+			if db.Vector[1] != 1 || db.SHA256 != a.docs[id].SHA256 || db.Metadata["k"] != "v" || !db.CreatedAt.Equal(a.docs[id].CreatedAt) {
+				t.Fatalf("b's copy: %+v (want b's vector, a's facts)", db)
+			}
+		})
+	}
+}
+
+// appliedButFailed is a store whose writes are applied but answer an error:
+// a bulk that timed out after Elasticsearch took it, or the item of a
+// concurrent ingest of the same id that another request created meanwhile.
+type appliedButFailed struct {
+	*fakeStore
+	whole bool // the whole bulk fails, else each item
+}
+
+func (s appliedButFailed) Bulk(ctx context.Context, docs []esproxy.Doc, refresh string) ([]esproxy.ItemResult, error) {
+	if _, err := s.fakeStore.Bulk(ctx, docs, refresh); err != nil {
+		return nil, err
+	}
+	if s.whole {
+		return nil, apierr.New(apierr.Timeout, "es_timeout", "elasticsearch did not answer in time")
+	}
+	out := make([]esproxy.ItemResult, len(docs))
+	for i, d := range docs {
+		out[i] = esproxy.ItemResult{ID: d.ID, Result: esproxy.Failed, Err: apierr.New(apierr.Overloaded, "es_overloaded", "rejected")}
+	}
+	return out, nil
+}
+
+// A write that failed but whose document is stored after all (searchable)
+// keeps its original: the original is what a switch re-embeds from.
+func TestIngestKeepsTheOriginalOfADocumentStoredDespiteAnError(t *testing.T) {
+	for _, whole := range []bool{true, false} {
+		st := &fakeStore{docs: map[string]esproxy.Doc{}}
+		bl := &fakeBlobs{data: map[string][]byte{}}
+		s := New(Single(fakeImages{}, nil, appliedButFailed{st, whole}), bl)
+		_, _ = s.Ingest(context.Background(), []Upload{{Data: []byte("x")}, {Data: []byte("y")}}, IngestOptions{})
+		for _, data := range []string{"x", "y"} {
+			id := hash([]byte(data))
+			if _, indexed := st.docs[id]; indexed {
+				if _, kept := bl.data[id]; !kept {
+					t.Errorf("whole bulk failed %t: %s is indexed, its original was deleted", whole, data)
+				}
+			}
+		}
+	}
+}
