@@ -85,8 +85,8 @@ type SwitchStatus struct {
 	Failed           int64      `json:"failed"`
 	MissingOriginals int64      `json:"missing_originals"`
 	DocsPerSecond    float64    `json:"docs_per_second"`
-	StartedAt        time.Time  `json:"started_at"`
-	UpdatedAt        time.Time  `json:"updated_at"`
+	StartedAt        time.Time  `json:"started_at,omitzero"`
+	UpdatedAt        time.Time  `json:"updated_at,omitzero"`
 	FinishedAt       *time.Time `json:"finished_at"`
 	Error            *string    `json:"error"`
 }
