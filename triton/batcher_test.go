@@ -243,8 +243,12 @@ func TestBatcherSkipsExpiredItems(t *testing.T) {
 func TestBatcherQueueFull(t *testing.T) {
 	g := newGatedFlush(false)
 	b, reg := newTestBatcher(t, BatcherConfig{MaxBatchSize: 1, MaxDelay: time.Hour, QueueSize: 4, MaxInflight: 1}, g)
-	_, _, wg := submitAll(context.Background(), b, seq(1, 5)) // 1 in flight + 4 queued
+	// One in flight first, then 4 to fill the queue: submitted all at once,
+	// five could reach the queue before the dispatcher takes the first, and
+	// the fifth would be the one refused.
+	_, _, first := submitAll(context.Background(), b, seq(1, 1))
 	<-g.entered
+	_, _, wg := submitAll(context.Background(), b, seq(2, 4))
 	waitFor(t, "full queue", func() bool { return depth(t, reg) == 4 })
 
 	_, err := b.Submit(context.Background(), 99)
@@ -256,6 +260,7 @@ func TestBatcherQueueFull(t *testing.T) {
 		t.Errorf("queue_full refusals %v, want 1", got)
 	}
 	close(g.gate)
+	first.Wait()
 	wg.Wait()
 }
 

@@ -398,8 +398,12 @@ func metricValue(t *testing.T, g prometheus.Gatherer, name string, labels map[st
 // wall-clock thresholds in unit tests).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
+	// Not a performance bound: a condition that cannot come true any more
+	// fails the test with its name instead of hanging until go test's
+	// 10-minute timeout.
+	giveUp := time.Now().Add(time.Minute)
 	for !cond() {
-		if t.Context().Err() != nil {
+		if t.Context().Err() != nil || time.Now().After(giveUp) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
