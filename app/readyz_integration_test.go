@@ -33,7 +33,7 @@ func TestReadyzShowsTritonReplicas(t *testing.T) {
 		t.Fatalf("readyz: %d %v", resp.StatusCode, err)
 	}
 	t.Logf("readyz: %+v", body)
-	if want := map[string]string{"elasticsearch": "ok", "triton": "ok"}; !maps.Equal(body.Checks, want) {
+	if want := map[string]string{"elasticsearch": "ok", "triton": "ok", "models": "ok"}; !maps.Equal(body.Checks, want) {
 		t.Errorf("checks %v, want %v", body.Checks, want)
 	}
 	if want := map[string]string{addr: "ready"}; !maps.Equal(body.Replicas["triton"], want) {
