@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/internal/tlsutil"
 )
 
 // S3Config is the blobs.s3 section: an S3-compatible object store (AWS S3,
@@ -189,16 +189,9 @@ func newS3(cfg S3Config) (*S3, error) {
 		return nil, fmt.Errorf("blobs.s3: %w", err)
 	}
 	if cfg.CACert != "" {
-		pem, err := os.ReadFile(cfg.CACert)
+		pool, err := tlsutil.LoadCA(cfg.CACert)
 		if err != nil {
 			return nil, fmt.Errorf("blobs.s3.ca_cert: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("blobs.s3.ca_cert: %s holds no PEM certificate", cfg.CACert)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
@@ -274,7 +267,7 @@ func (s *S3) classify(ctx context.Context, err error, code, what string) *apierr
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) ||
 		(errors.As(err, &ne) && ne.Timeout()):
 		return apierr.Wrap(err, apierr.Timeout, CodeTimeout, "the object store at %s did not answer in time (%s)", s.endpoint, what)
-	case isCertError(err):
+	case tlsutil.IsCertError(err):
 		return apierr.Wrap(err, apierr.BadGateway, CodeTLS,
 			"the object store's TLS certificate could not be verified (%s): set blobs.s3.ca_cert to the PEM of the CA that signed it", what)
 	}
@@ -297,15 +290,4 @@ func (s *S3) classify(ctx context.Context, err error, code, what string) *apierr
 			s.endpoint, what, r.StatusCode, r.Code, s.bucket)
 	}
 	return apierr.Wrap(err, apierr.BadGateway, code, "the object store at %s failed %s: HTTP %d %s", s.endpoint, what, r.StatusCode, r.Code)
-}
-
-// isCertError reports a failed verification of the server's certificate.
-func isCertError(err error) bool {
-	var (
-		verify   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-	)
-	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }

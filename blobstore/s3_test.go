@@ -165,7 +165,7 @@ func TestNewS3FileSettings(t *testing.T) {
 		"missing secret file": {func(c *S3Config) { c.SecretKeyFile = filepath.Join(dir, "nope") }, "blobs.s3.secret_key_file: open"},
 		"empty secret file":   {func(c *S3Config) { c.SecretKeyFile = empty }, "blobs.s3.secret_key_file: " + empty + " is empty"},
 		"missing ca":          {func(c *S3Config) { c.TLS, c.CACert = true, filepath.Join(dir, "nope") }, "blobs.s3.ca_cert: open"},
-		"ca not PEM":          {func(c *S3Config) { c.TLS, c.CACert = true, notPEM }, "blobs.s3.ca_cert: " + notPEM + " holds no PEM certificate"},
+		"ca not PEM":          {func(c *S3Config) { c.TLS, c.CACert = true, notPEM }, "blobs.s3.ca_cert: no PEM certificate in " + notPEM},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := validS3()

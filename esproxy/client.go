@@ -13,12 +13,10 @@ package esproxy
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +27,7 @@ import (
 
 	"github.com/tusou/tusou/apierr"
 	"github.com/tusou/tusou/internal/promreg"
+	"github.com/tusou/tusou/internal/tlsutil"
 )
 
 // Client is the Elasticsearch layer of the native API. It is safe for
@@ -91,13 +90,9 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Client, error
 	tr.MaxIdleConnsPerHost = 64
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CACert != "" {
-		pem, err := os.ReadFile(cfg.CACert)
+		pool, err := tlsutil.LoadCA(cfg.CACert)
 		if err != nil {
 			return nil, fmt.Errorf("ca_cert: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_cert: no PEM certificate in %s", cfg.CACert)
 		}
 		tr.TLSClientConfig.RootCAs = pool
 	}

@@ -3,8 +3,6 @@ package esproxy
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tusou/tusou/apierr"
+	"github.com/tusou/tusou/internal/tlsutil"
 )
 
 // Error codes this package puts on *apierr.Error. They are stable: the
@@ -66,7 +65,7 @@ func transportError(ctx context.Context, op string, err error) *apierr.Error {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) ||
 		(errors.As(err, &ne) && ne.Timeout()):
 		return apierr.Wrap(err, apierr.Timeout, CodeTimeout, "elasticsearch did not answer %s in time", op)
-	case isCertError(err):
+	case tlsutil.IsCertError(err):
 		return apierr.Wrap(err, apierr.BadGateway, CodeTLS,
 			"elasticsearch's TLS certificate could not be verified (%s): set elasticsearch.ca_cert to the PEM of the CA that signed it, and address the node by a name or IP its certificate lists", op)
 	case strings.Contains(err.Error(), "not Elasticsearch"):
@@ -126,17 +125,6 @@ func truncate(s string) string {
 		cut--
 	}
 	return s[:cut] + "…"
-}
-
-// isCertError reports a failed verification of the server's certificate.
-func isCertError(err error) bool {
-	var (
-		verify   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-	)
-	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // statusError classifies a non-2xx answer. body may be nil.

@@ -79,15 +79,7 @@ func (c *Client) Exists(ctx context.Context, ids []string) (found []string, err 
 			uniq = append(uniq, id)
 		}
 	}
-	b := make([]byte, 0, 16+len(uniq)*68)
-	b = append(b, `{"ids":[`...)
-	for i, id := range uniq {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, id)
-	}
-	b = append(b, "]}"...)
+	b := mgetBody(uniq)
 
 	ctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
@@ -132,4 +124,17 @@ func (c *Client) Exists(ctx context.Context, ids []string) (found []string, err 
 		}
 	}
 	return found, nil
+}
+
+// mgetBody is the _mget request for ids: {"ids":[...]}.
+func mgetBody(ids []string) []byte {
+	b := make([]byte, 0, 16+len(ids)*68)
+	b = append(b, `{"ids":[`...)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, id)
+	}
+	return append(b, "]}"...)
 }

@@ -198,18 +198,12 @@ func (c *Client) GetDocs(ctx context.Context, ids []string) (docs []StoredDoc, e
 	if len(ids) == 0 || len(ids) > MaxExistsIDs {
 		return nil, apierr.New(apierr.InvalidArgument, CodeInvalidQuery, "get docs takes 1..%d ids, got %d", MaxExistsIDs, len(ids))
 	}
-	b := make([]byte, 0, 16+len(ids)*68)
-	b = append(b, `{"ids":[`...)
-	for i, id := range ids {
+	for _, id := range ids {
 		if err := checkID(id); err != nil {
 			return nil, err
 		}
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, id)
 	}
-	b = append(b, "]}"...)
+	b := mgetBody(ids)
 	ctx, cancel := c.opContext(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	res, err := c.perform(ctx, "mget", esapi.MgetRequest{
