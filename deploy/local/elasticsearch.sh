@@ -117,6 +117,8 @@ CURL_AUTH=()
 
 log() { printf 'elasticsearch%s: %s\n' "$NODE_SUFFIX" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=deploy/local/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---- prerequisites -----------------------------------------------------------------------------
 # Everything here is on a stock Debian 12 except possibly curl/unzip/Java; print the exact fix.
@@ -359,27 +361,9 @@ report_up() {
 }
 
 # SIGTERM, wait ES_STOP_TIMEOUT, then SIGKILL. Only ever signals a pid that is_our_es.
-stop_pid() {
-  local pid="$1" deadline=$((SECONDS + ES_STOP_TIMEOUT))
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      log "pid $pid still alive after ${ES_STOP_TIMEOUT}s, sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      local _
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      break
-    fi
-    sleep 0.2
-  done
-  ! kill -0 "$pid" 2>/dev/null
-}
+stop_pid() { stop_pid_within "$1" "$ES_STOP_TIMEOUT"; }
 
-lock() {
-  mkdir -p "$RUN_DIR"
-  exec 9>"$LOCKFILE"
-  flock -w 300 9 || die "could not lock $LOCKFILE (another elasticsearch.sh still running?)"
-}
+lock() { lock_file "$RUN_DIR" "$LOCKFILE"; }
 
 # ---- the secure node (ES_NODE=secure) ----------------------------------------------------------
 # The integ-test distribution has x-pack-security but not the analysis-common module, and the

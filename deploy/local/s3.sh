@@ -69,6 +69,8 @@ BASE_URL="http://$ENDPOINT"
 
 log() { printf 's3: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=deploy/local/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---- prerequisites -----------------------------------------------------------------------------
 java_major() {
@@ -256,27 +258,9 @@ ensure_bucket() {
   log "created bucket $S3_BUCKET"
 }
 
-stop_pid() {
-  local pid="$1" deadline=$((SECONDS + S3_STOP_TIMEOUT))
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      log "pid $pid still alive after ${S3_STOP_TIMEOUT}s, sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      local _
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      break
-    fi
-    sleep 0.2
-  done
-  ! kill -0 "$pid" 2>/dev/null
-}
+stop_pid() { stop_pid_within "$1" "$S3_STOP_TIMEOUT"; }
 
-lock() {
-  mkdir -p "$RUN_DIR"
-  exec 9>"$LOCKFILE"
-  flock -w 300 9 || die "could not lock $LOCKFILE (another s3.sh still running?)"
-}
+lock() { lock_file "$RUN_DIR" "$LOCKFILE"; }
 
 print_log_tail() {
   [[ -s "$SERVER_LOG" ]] || return 0
