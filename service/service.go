@@ -243,9 +243,14 @@ func (w *write) storeOriginals(ctx context.Context, where []int) error {
 	if w.s.blobs == nil {
 		return nil
 	}
-	ids := make([]string, len(where))
-	for k, i := range where {
-		ids[k] = w.docs[i].ID
+	// Only a client-chosen id can name a document with other bytes: a
+	// content-hash id's original is the same bytes whoever stores it, so
+	// storing it again is harmless and saves a round trip per request.
+	var ids []string
+	for _, i := range where {
+		if w.uploads[i].ID != "" {
+			ids = append(ids, w.docs[i].ID)
+		}
 	}
 	exists := make(map[string]bool, len(ids))
 	for start := 0; start < len(ids); start += esproxy.MaxExistsIDs {

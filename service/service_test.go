@@ -486,3 +486,34 @@ func TestIngestKeepsTheOriginalOfADocumentStoredDespiteAnError(t *testing.T) {
 		}
 	}
 }
+
+// countingExists counts existence checks.
+type countingExists struct {
+	*fakeStore
+	n int
+}
+
+func (c *countingExists) Exists(ctx context.Context, ids []string) ([]string, error) {
+	c.n++
+	return c.fakeStore.Exists(ctx, ids)
+}
+
+// Content-hash ids need no existence check before their originals are
+// stored (the bytes are the same whoever stores them); client ids do.
+func TestOnlyClientIDsAreCheckedBeforeStoringOriginals(t *testing.T) {
+	st := &countingExists{fakeStore: &fakeStore{docs: map[string]esproxy.Doc{}}}
+	bl := &fakeBlobs{data: map[string][]byte{}}
+	s := New(Single(fakeImages{}, nil, st), bl)
+	if _, err := s.Ingest(context.Background(), []Upload{{Data: []byte("x")}, {Data: []byte("y")}}, IngestOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if st.n != 0 || len(bl.data) != 2 {
+		t.Fatalf("hash ids: %d existence checks, %d originals", st.n, len(bl.data))
+	}
+	if _, err := s.Ingest(context.Background(), []Upload{{Data: []byte("z"), ID: "mine"}}, IngestOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if st.n != 1 {
+		t.Fatalf("a client id: %d existence checks, want 1", st.n)
+	}
+}
