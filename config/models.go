@@ -46,7 +46,7 @@ type Generation struct {
 // ModelRef names a Triton model of a generation.
 type ModelRef struct {
 	Name    string `yaml:"name" doc:"Triton model name"`
-	Version string `yaml:"version" doc:"Triton model version; empty lets Triton's version policy choose (the latest)"`
+	Version string `yaml:"version" doc:"Triton model version; pin it (Triton serves two versions during a switch). Empty: the template's version (triton.image_model.version / text_model.version), or, when name names another model, whichever Triton's version policy picks (the latest)"`
 	Dims    int    `yaml:"dims" doc:"embedding width; 0: the template's"`
 }
 

@@ -26,6 +26,19 @@ func Reference() string {
 		}
 		fmt.Fprintf(&b, "| `%s` | `%s` | %s | %s | %s |\n", f.Path, f.Env, f.Type, formatDefault(f.Value), strings.ReplaceAll(f.Doc, "|", "\\|"))
 	}
+	// Lists of structures (models.generations) are YAML only: their items'
+	// fields get a table of their own.
+	for _, f := range Fields(Default()) {
+		if f.Value.Kind() != reflect.Slice || f.Value.Type().Elem().Kind() != reflect.Struct {
+			continue
+		}
+		fmt.Fprintf(&b, "\n### `%s[]` items (YAML only)\n\n| field | type | meaning |\n|---|---|---|\n", f.Path)
+		var items []Field
+		walk(reflect.New(f.Value.Type().Elem()).Elem(), "", &items)
+		for _, it := range items {
+			fmt.Fprintf(&b, "| `%s` | %s | %s |\n", it.Path, it.Type, strings.ReplaceAll(it.Doc, "|", "\\|"))
+		}
+	}
 	return b.String()
 }
 
