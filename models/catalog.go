@@ -259,6 +259,11 @@ func (c *Catalog) Refresh(ctx context.Context) (*View, error) {
 		c.log.Info("generations", zap.String("active", nameOf(v.Active)), zap.String("next", nameOf(v.Next)),
 			zap.String("previous", nameOf(v.Previous)), zap.String("unknown_active", v.UnknownActive), zap.String("unknown_next", v.UnknownNext))
 	}
+	for _, g := range []*Generation{v.Active, v.Next} {
+		if g != nil {
+			g.inUse.Store(at.UnixNano())
+		}
+	}
 	for _, g := range c.gens {
 		for _, r := range []Role{RoleActive, RoleNext, RolePrevious, RoleUnused} {
 			val := 0.0

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tusou/tusou/apierr"
 	"github.com/tusou/tusou/blobstore"
 	"github.com/tusou/tusou/esproxy"
 	ttu "github.com/tusou/tusou/internal/testutil"
@@ -122,6 +123,11 @@ func TestSwitchBackToPrunedLegacyGenerationIntegration(t *testing.T) {
 
 	// Gateway 2 switches to b, prunes a (the legacy index), switches back.
 	g2.switchTo(t, "b")
+	// Right after the switch another gateway may still write to a: a prune
+	// now would let Elasticsearch auto-create an unmapped index in its place.
+	_, err = g2.sw.Prune(ctx, "a")
+	wantCode(t, err, apierr.Conflict, CodeRecentlyInUse)
+	time.Sleep(apierr.As(err).RetryAfter)
 	if _, err := g2.sw.Prune(ctx, "a"); err != nil {
 		t.Fatalf("prune: %v", err)
 	}

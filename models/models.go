@@ -16,6 +16,7 @@ package models
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/tusou/tusou/esproxy"
 	"github.com/tusou/tusou/preprocess"
@@ -47,11 +48,20 @@ type Generation struct {
 	index atomic.Pointer[string]
 	// store is the client pinned to the index, set by Catalog.Open.
 	store atomic.Pointer[esproxy.Client]
+	// inUse is when this gateway last saw the generation written to
+	// (active or next), in Unix nanoseconds.
+	inUse atomic.Int64
 }
+
+// LastInUse is when this gateway last saw the generation active or being
+// filled (its start, for a generation not seen since): other gateways may
+// write to it until they have re-read the aliases.
+func (g *Generation) LastInUse() time.Time { return time.Unix(0, g.inUse.Load()) }
 
 // NewGeneration returns a generation whose index belongs to alias.
 func NewGeneration(name string, images ImageEmbedder, texts TextEmbedder, prov esproxy.Provenance, alias string) *Generation {
 	g := &Generation{Name: name, Images: images, Texts: texts, Prov: prov}
+	g.inUse.Store(time.Now().UnixNano())
 	idx := esproxy.ConcreteIndexName(alias, prov)
 	g.index.Store(&idx)
 	return g

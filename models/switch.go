@@ -24,6 +24,9 @@ const (
 	CodeSwitchInProgress = "switch_in_progress"
 	CodeNoPrevious       = "no_previous"
 	CodeGenerationInUse  = "generation_in_use"
+	// CodeRecentlyInUse: the generation was written to moments ago; other
+	// gateways may still write to it until they re-read the aliases.
+	CodeRecentlyInUse = "generation_recently_in_use"
 	// CodeNoIndex: prune of a generation that has no index.
 	CodeNoIndex = "generation_has_no_index"
 	// CodeVerifyFailed: the filled generation does not match the active one.
@@ -270,6 +273,14 @@ func (s *Switcher) Prune(ctx context.Context, gen string) (PruneResult, error) {
 	}
 	if j := s.job; j != nil && j.running() && (j.to == g || j.from == g) {
 		return PruneResult{}, apierr.New(apierr.Conflict, CodeGenerationInUse, "a running switch uses generation %q", g.Name)
+	}
+	// A gateway that has not re-read the aliases yet may still write to g;
+	// its write to a deleted index would make Elasticsearch create an
+	// unmapped one under that name.
+	if wait := s.opts.Propagation - time.Since(g.LastInUse()); wait > 0 {
+		return PruneResult{}, apierr.New(apierr.Conflict, CodeRecentlyInUse,
+			"generation %q was written to %s ago; gateways may still write to it until they re-read the aliases: prune again in %s",
+			g.Name, time.Since(g.LastInUse()).Round(time.Second), wait.Round(time.Second)).WithRetryAfter(wait)
 	}
 	index := g.Index()
 	if err := s.cat.Base().DeleteConcrete(ctx, index); err != nil {
