@@ -125,6 +125,9 @@ func TestSwitchBackToPrunedLegacyGenerationIntegration(t *testing.T) {
 	g2.switchTo(t, "b")
 	// Right after the switch another gateway may still write to a: a prune
 	// now would let Elasticsearch auto-create an unmapped index in its place.
+	// (The switch took longer than its 50 ms propagation here: as if a had
+	// been seen active just now.)
+	g2.a.inUse.Store(time.Now().UnixNano())
 	_, err = g2.sw.Prune(ctx, "a")
 	wantCode(t, err, apierr.Conflict, CodeRecentlyInUse)
 	time.Sleep(apierr.As(err).RetryAfter)
