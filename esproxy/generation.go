@@ -73,17 +73,9 @@ func (c *Client) EnsureGeneration(ctx context.Context, p Provenance, name string
 // getConcrete returns one concrete index's aliases and mapping, nil when it
 // does not exist. A name that is an alias is refused.
 func (c *Client) getConcrete(ctx context.Context, name string) (*existingIndex, error) {
-	res, err := c.perform(ctx, "get index", esapi.IndicesGetRequest{Index: []string{name}, Features: "aliases,mappings"}, 404)
-	if err != nil {
+	out, err := c.getIndices(ctx, name)
+	if err != nil || out == nil {
 		return nil, err
-	}
-	defer res.Body.Close()
-	if res.StatusCode == 404 {
-		return nil, nil
-	}
-	var out map[string]existingIndex
-	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
-		return nil, apierr.Wrap(err, apierr.BadGateway, CodeBadGateway, "elasticsearch get index: unreadable answer")
 	}
 	ix, ok := out[name]
 	if !ok {

@@ -307,8 +307,14 @@ func (c *Client) EnsureIndex(ctx context.Context, p Provenance) (info IndexInfo,
 
 // getIndex returns the indices behind the alias, or nil when there are none.
 func (c *Client) getIndex(ctx context.Context) (map[string]existingIndex, error) {
+	return c.getIndices(ctx, c.cfg.Index)
+}
+
+// getIndices returns the aliases and mappings of the indices name (an index
+// or an alias) stands for, nil when it does not exist.
+func (c *Client) getIndices(ctx context.Context, name string) (map[string]existingIndex, error) {
 	res, err := c.perform(ctx, "get index", esapi.IndicesGetRequest{
-		Index:    []string{c.cfg.Index},
+		Index:    []string{name},
 		Features: "aliases,mappings",
 	}, 404)
 	if err != nil {
