@@ -255,7 +255,19 @@ func (c *Catalog) Refresh(ctx context.Context) (*View, error) {
 	if len(errs) > 0 {
 		return nil, apierr.New(apierr.Conflict, esproxy.CodeIndexMismatch, "generation aliases: %s", strings.Join(errs, "; "))
 	}
-	if old := c.view.Swap(v); old == nil || old.Active != v.Active || old.Next != v.Next {
+	// Two readings may overlap (the poller and an admin call): the one that
+	// started later wins, so the view never goes back in time.
+	old := c.view.Load()
+	for {
+		if old != nil && old.At.After(v.At) {
+			return old, nil
+		}
+		if c.view.CompareAndSwap(old, v) {
+			break
+		}
+		old = c.view.Load()
+	}
+	if old == nil || old.Active != v.Active || old.Next != v.Next {
 		c.log.Info("generations", zap.String("active", nameOf(v.Active)), zap.String("next", nameOf(v.Next)),
 			zap.String("previous", nameOf(v.Previous)), zap.String("unknown_active", v.UnknownActive), zap.String("unknown_next", v.UnknownNext))
 	}

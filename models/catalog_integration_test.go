@@ -116,3 +116,18 @@ func TestCatalogAdoptsAnIndexFromBeforeGenerations(t *testing.T) {
 		t.Fatalf("want a refusal naming the fingerprint, got %v", err)
 	}
 }
+
+// Of two overlapping readings, the one that started later stays published:
+// an older reading finishing last must not take the view back in time.
+func TestCatalogViewNeverGoesBack(t *testing.T) {
+	e := newEnv(t)
+	newer := &View{Active: e.a, Next: e.b, At: time.Now().Add(time.Hour)}
+	e.cat.view.Store(newer)
+	v, err := e.cat.Refresh(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != newer || e.cat.View() != newer {
+		t.Fatalf("an older reading replaced a newer one: %+v", e.cat.View())
+	}
+}
