@@ -308,6 +308,7 @@ func Build(ctx context.Context, cfg *config.Config, log *zap.Logger, version str
 		Workers: cfg.Models.Backfill.Workers, PageSize: cfg.Models.Backfill.PageSize, MaxErrors: cfg.Models.Backfill.MaxErrors,
 		Propagation:      switchPropagation(cfg.Models),
 		MaxOriginalBytes: cfg.Preprocess.MaxBytes,
+		Budget:           budget,
 	}, log.Named("models"), reg)
 	svc := service.New(targets{cat}, blobs)
 	if cfg.Sidecar.Enabled {

@@ -252,7 +252,7 @@ func (c *copier) embedOne(ctx context.Context, src *esproxy.Doc) (doc *esproxy.D
 			doc = nil
 		}
 	}()
-	data, err := c.readOriginal(ctx, src)
+	data, release, err := c.readOriginal(ctx, src)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -264,7 +264,12 @@ func (c *copier) embedOne(ctx context.Context, src *esproxy.Doc) (doc *esproxy.D
 		}
 		return nil
 	}
-	vec, _, err := c.images.Embed(ctx, data)
+	defer release()
+	var vec []float32
+	err = whileOverloaded(ctx, func() (err error) {
+		vec, _, err = c.images.Embed(ctx, data)
+		return err
+	})
 	if err != nil {
 		if ctx.Err() == nil {
 			c.prog.fail(src.ID, errText(err))
@@ -280,30 +285,78 @@ func (c *copier) embedOne(ctx context.Context, src *esproxy.Doc) (doc *esproxy.D
 // readOriginal reads the stored original of src, checked against the
 // document's SHA-256: embedding some other bytes would file a wrong vector
 // under a right id.
-func (c *copier) readOriginal(ctx context.Context, src *esproxy.Doc) ([]byte, error) {
+func (c *copier) readOriginal(ctx context.Context, src *esproxy.Doc) (data []byte, release func(), err error) {
 	rc, size, err := c.originals.Open(ctx, src.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer rc.Close()
 	limit := c.opts.MaxOriginalBytes
-	if size > limit {
-		return nil, fmt.Errorf("the original is %d bytes, over the %d-byte limit", size, limit)
+	if size > limit || size < 0 {
+		return nil, nil, fmt.Errorf("the original is %d bytes, outside the %d-byte limit", size, limit)
 	}
-	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	held, err := c.reserve(ctx, size)
 	if err != nil {
-		return nil, fmt.Errorf("reading the original: %w", err)
+		return nil, nil, err
 	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("the original is over the %d-byte limit", limit)
+	defer func() {
+		if err != nil {
+			held()
+		}
+	}()
+	// Exactly the size the store reported: no growing buffer (twice the
+	// bytes at worst), and a longer or shorter object is an error.
+	data = make([]byte, size)
+	if _, err := io.ReadFull(rc, data); err != nil {
+		return nil, nil, fmt.Errorf("reading the original: %w", err)
+	}
+	if n, _ := rc.Read(make([]byte, 1)); n > 0 {
+		return nil, nil, fmt.Errorf("the original is longer than the %d bytes its store reported", size)
 	}
 	if src.SHA256 != "" {
 		sum := sha256.Sum256(data)
 		if got := hex.EncodeToString(sum[:]); got != src.SHA256 {
-			return nil, fmt.Errorf("the stored original's sha256 %s differs from the document's %s", got[:12], short(src.SHA256))
+			return nil, nil, fmt.Errorf("the stored original's sha256 %s differs from the document's %s", got[:12], short(src.SHA256))
 		}
 	}
-	return data, nil
+	return data, held, nil
+}
+
+// reserve charges n bytes to the memory budget, waiting while live
+// requests hold it: the backfill is the one that can wait.
+func (c *copier) reserve(ctx context.Context, n int64) (release func(), err error) {
+	b := c.opts.Budget
+	if b == nil {
+		return func() {}, nil
+	}
+	for wait := 10 * time.Millisecond; !b.TryAcquire(n); wait = min(2*wait, time.Second) {
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-time.After(wait):
+		}
+	}
+	return func() { b.Release(n) }, nil
+}
+
+// whileOverloaded runs fn again while it fails with Overloaded (a full
+// Triton queue or decode pool, the memory budget): live traffic has the
+// capacity first, and a re-embedding that waits is not a failed document.
+func whileOverloaded(ctx context.Context, fn func() error) error {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := fn()
+		if apierr.KindOf(err) != apierr.Overloaded {
+			return err
+		}
+		if e := apierr.As(err); e != nil && e.RetryAfter > wait {
+			wait = min(e.RetryAfter, 5*time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // reconcile deletes from the target the documents the source does not
@@ -430,8 +483,13 @@ func (c *copier) probe(ctx context.Context, toName string) error {
 			// Vectors kept out of _source: embed the original again.
 			doc := esproxy.Doc{ID: id}
 			var data []byte
-			if data, err = c.readOriginal(ctx, &doc); err == nil {
-				vec, _, err = c.images.Embed(ctx, data)
+			var release func()
+			if data, release, err = c.readOriginal(ctx, &doc); err == nil {
+				err = whileOverloaded(ctx, func() (err error) {
+					vec, _, err = c.images.Embed(ctx, data)
+					return err
+				})
+				release()
 			}
 		}
 		if err != nil {

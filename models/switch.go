@@ -56,6 +56,16 @@ type SwitchOptions struct {
 	Propagation time.Duration
 	// MaxOriginalBytes is the largest original read (the ingest limit).
 	MaxOriginalBytes int64
+	// Budget, when set, is charged for the originals being re-embedded
+	// (server.memory_budget_bytes, shared with live requests): the backfill
+	// waits for room instead of taking it from them.
+	Budget Budget
+}
+
+// Budget bounds the bytes held at once (admission.Budget).
+type Budget interface {
+	TryAcquire(n int64) bool
+	Release(n int64)
 }
 
 // DefaultSwitchOptions are the options zero fields take.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tusou/tusou/apierr"
 	"github.com/tusou/tusou/esproxy"
+	"github.com/tusou/tusou/preprocess"
 )
 
 const unitDims = 8
@@ -309,4 +311,81 @@ func TestFingerprintHash(t *testing.T) {
 	if len(ha) != 8 || ha != FingerprintHash(append([]float32(nil), a...)) || ha == FingerprintHash(b) || FingerprintHash(nil) != "" {
 		t.Fatalf("hashes %q %q", ha, FingerprintHash(b))
 	}
+}
+
+// overloadedImages answers Overloaded (a full Triton queue, the memory
+// budget) a number of times per input before embedding.
+type overloadedImages struct {
+	fakeImages
+	mu   sync.Mutex
+	left map[string]int
+}
+
+func (f *overloadedImages) Embed(ctx context.Context, data []byte) ([]float32, preprocess.Info, error) {
+	f.mu.Lock()
+	if f.left[string(data)] > 0 {
+		f.left[string(data)]--
+		f.mu.Unlock()
+		return nil, preprocess.Info{}, apierr.New(apierr.Overloaded, "queue_full", "busy").WithRetryAfter(time.Millisecond)
+	}
+	f.mu.Unlock()
+	return f.fakeImages.Embed(ctx, data)
+}
+
+// An overloaded encoder is waited for, not counted as a failed document:
+// live traffic goes first, the backfill carries on after.
+func TestCopierWaitsOutOverload(t *testing.T) {
+	w := newWorld(t, 5, SwitchOptions{})
+	w.c.images = &overloadedImages{fakeImages: fakeImages{seed: "b", dims: unitDims}, left: map[string]int{string(data(1)): 3, string(data(3)): 1}}
+	if err := w.c.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p := w.c.prog; p.failedCount() != 0 || p.created.Load() != 5 {
+		t.Fatalf("failed %d created %d", p.failedCount(), p.created.Load())
+	}
+	w.checkEqual(t)
+}
+
+// budget refuses a number of acquisitions, then grants them; it records
+// the most held at once.
+type budget struct {
+	mu               sync.Mutex
+	refuse           int
+	held, max, asked int64
+}
+
+func (b *budget) TryAcquire(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.asked++
+	if b.refuse > 0 {
+		b.refuse--
+		return false
+	}
+	b.held += n
+	b.max = max(b.max, b.held)
+	return true
+}
+
+func (b *budget) Release(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.held -= n
+}
+
+// The originals being re-embedded are charged to the memory budget, and
+// the backfill waits while it is full.
+func TestCopierChargesOriginalsToTheBudget(t *testing.T) {
+	b := &budget{refuse: 3}
+	w := newWorld(t, 8, SwitchOptions{Workers: 2, Budget: b})
+	if err := w.c.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p := w.c.prog; p.failedCount() != 0 || p.created.Load() != 8 {
+		t.Fatalf("failed %d created %d", p.failedCount(), p.created.Load())
+	}
+	if b.held != 0 || b.max == 0 || b.max > 2*int64(len(data(7))) || b.asked < 8+3 {
+		t.Fatalf("budget: held %d after, at most %d at once (2 workers × %d bytes), %d asks", b.held, b.max, len(data(7)), b.asked)
+	}
+	w.checkEqual(t)
 }
