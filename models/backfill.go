@@ -132,26 +132,16 @@ func (c *copier) backfill(ctx context.Context, pass int) (created int64, err err
 		return err
 	}
 	err = c.from.Scan(ctx, c.opts.PageSize, func(page []esproxy.ScanHit) error {
-		ids := idsOf(page)
-		present, err := c.to.Exists(ctx, ids)
+		missing, present, err := c.compare(ctx, idsOf(page))
 		if err != nil {
 			return err
 		}
-		have := setOf(present)
-		missing := make([]string, 0, len(ids)-len(present))
-		for _, id := range ids {
-			if _, ok := have[id]; !ok {
-				missing = append(missing, id)
-			}
-		}
 		if pass == 1 {
-			c.prog.add(&c.prog.skipped, resultSkipped, int64(len(present)))
+			c.prog.add(&c.prog.skipped, resultSkipped, present)
 		}
-		var built []esproxy.Doc
-		if len(missing) > 0 {
-			if built, err = c.prepare(ctx, missing); err != nil {
-				return err
-			}
+		built := c.embedAll(ctx, missing)
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		if err := wait(); err != nil {
 			return err
@@ -175,20 +165,53 @@ func (c *copier) backfill(ctx context.Context, pass int) (created int64, err err
 	return n.Load(), err
 }
 
-// prepare reads the source documents ids and re-embeds them: the target
-// documents of those that succeeded (failures are recorded).
-func (c *copier) prepare(ctx context.Context, ids []string) ([]esproxy.Doc, error) {
-	docs, err := c.from.GetDocs(ctx, ids)
+// compare reads the current version of the source documents ids (those
+// deleted since the scan are gone) and of their copies in the target, and
+// returns the source documents the target lacks and how many it holds as
+// they are. A copy of another version (the document was deleted and
+// ingested again under its id while no dual-write covered it: between an
+// abort and a resume, or before a rollback) is deleted, guarded by its
+// version, and counts as lacking.
+func (c *copier) compare(ctx context.Context, ids []string) (missing []esproxy.StoredDoc, present int64, err error) {
+	src, err := c.from.GetDocs(ctx, ids)
+	if err != nil || len(src) == 0 {
+		return nil, 0, err
+	}
+	dst, err := c.to.GetDocs(ctx, ids)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	// Documents deleted from the source since the scan are not in docs:
-	// nothing to copy.
-	built := c.embedAll(ctx, docs)
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	copies := make(map[string]esproxy.StoredDoc, len(dst))
+	for _, d := range dst {
+		copies[d.ID] = d
 	}
-	return built, nil
+	for _, s := range src {
+		d, ok := copies[s.ID]
+		switch {
+		case !ok:
+			missing = append(missing, s)
+		case sameVersion(s.Doc, d.Doc):
+			present++
+		default:
+			res, err := c.to.DeleteIfUnchanged(ctx, d.ID, d.SeqNo, d.PrimaryTerm)
+			if err != nil {
+				return nil, 0, err
+			}
+			if res == esproxy.Changed {
+				continue // written again meanwhile (a dual-write): the next pass looks again
+			}
+			c.prog.add(&c.prog.deleted, resultDeleted, 1)
+			missing = append(missing, s)
+		}
+	}
+	return missing, present, nil
+}
+
+// sameVersion reports whether two copies of a document are of one ingest:
+// the same bytes stored at the same time (an ingest sets created_at once
+// for every generation it writes, and a backfill copies it).
+func sameVersion(a, b esproxy.Doc) bool {
+	return a.SHA256 == b.SHA256 && a.CreatedAt.Equal(b.CreatedAt)
 }
 
 // write creates docs in the target and returns how many it created.
@@ -258,6 +281,11 @@ func (c *copier) embedOne(ctx context.Context, src *esproxy.Doc) (doc *esproxy.D
 			return nil
 		}
 		if apierr.KindOf(err) == apierr.NotFound {
+			// Deleted since it was read (a delete removes the document,
+			// then its original): nothing to copy, nothing missing.
+			if found, ferr := c.from.Exists(ctx, []string{src.ID}); ferr == nil && len(found) == 0 {
+				return nil
+			}
 			c.prog.missingOriginal(src.ID)
 		} else {
 			c.prog.fail(src.ID, errText(err))

@@ -130,8 +130,8 @@ type memStore struct {
 	docs map[string]memDoc
 	seq  int64
 	dims int
-	// afterExists runs after each Exists (outside the lock): a concurrent
-	// writer's chance to race the switch.
+	// afterExists runs after each Exists or GetDocs (outside the lock): a
+	// concurrent writer's chance to race the switch.
 	afterExists func(ids []string)
 	// knnBroken makes kNN answer nothing.
 	knnBroken bool
@@ -223,12 +223,16 @@ func (m *memStore) Exists(ctx context.Context, ids []string) ([]string, error) {
 
 func (m *memStore) GetDocs(ctx context.Context, ids []string) ([]esproxy.StoredDoc, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	var out []esproxy.StoredDoc
 	for _, id := range ids {
 		if d, ok := m.docs[id]; ok {
 			out = append(out, esproxy.StoredDoc{Doc: d.doc, SeqNo: d.seq, PrimaryTerm: 1})
 		}
+	}
+	hook := m.afterExists
+	m.mu.Unlock()
+	if hook != nil {
+		hook(ids)
 	}
 	return out, nil
 }

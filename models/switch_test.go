@@ -389,3 +389,59 @@ func TestCopierChargesOriginalsToTheBudget(t *testing.T) {
 	}
 	w.checkEqual(t)
 }
+
+// A copy of another version in the target (the image was deleted and
+// ingested again under its id, with other bytes, while nothing dual-wrote:
+// between an abort and a resume, or before a rollback) is replaced by the
+// current one.
+func TestCopierReplacesACopyOfAnotherVersion(t *testing.T) {
+	w := newWorld(t, 4, SwitchOptions{PageSize: 10})
+	if err := w.c.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Deleted and ingested again in the source only, with new bytes.
+	w.from.del(docID(2))
+	newBytes := []byte("image-2, edited")
+	w.originals.mu.Lock()
+	w.originals.m[docID(2)] = newBytes
+	w.originals.mu.Unlock()
+	w.from.put(esproxy.Doc{ID: docID(2), Vector: fakeVector("a", string(newBytes), unitDims), ContentType: "image/jpeg",
+		Width: 9, Height: 9, Bytes: int64(len(newBytes)), SHA256: sha256Hex(newBytes),
+		Metadata: map[string]any{"tag": "edited"}, CreatedAt: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)})
+	w.c.prog = newProgress(w.m)
+	if err := w.c.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := w.to.get(docID(2))
+	if got.doc.SHA256 != sha256Hex(newBytes) || got.doc.Metadata["tag"] != "edited" ||
+		!reflect.DeepEqual(got.vec, fakeVector("b", string(newBytes), unitDims)) {
+		t.Fatalf("the target keeps the old version: %+v", got.doc)
+	}
+	if p := w.c.prog; p.created.Load() != 1 || p.deleted.Load() != 1 || p.skipped.Load() != 3 {
+		t.Fatalf("created %d deleted %d skipped %d", p.created.Load(), p.deleted.Load(), p.skipped.Load())
+	}
+}
+
+// A document deleted while the backfill copies it (its original goes last)
+// is not a missing original: there is nothing to copy.
+func TestCopierIgnoresADocumentDeletedWhileCopied(t *testing.T) {
+	w := newWorld(t, 3, SwitchOptions{PageSize: 10})
+	w.originals.mu.Lock()
+	delete(w.originals.m, docID(1)) // the delete has removed the original...
+	w.originals.mu.Unlock()
+	var once atomic.Bool
+	w.to.afterExists = func([]string) { // ...and the document, after the comparison
+		if once.CompareAndSwap(false, true) {
+			w.from.del(docID(1))
+		}
+	}
+	if err := w.c.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p := w.c.prog; p.missingCount() != 0 || p.failedCount() != 0 || p.created.Load() != 2 {
+		t.Fatalf("missing %d failed %d created %d", p.missingCount(), p.failedCount(), p.created.Load())
+	}
+	if err := w.c.prog.failures(); err != nil {
+		t.Fatalf("the switch would fail: %v", err)
+	}
+}
