@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"time"
 
@@ -93,32 +94,12 @@ func (c *Client) Exists(ctx context.Context, ids []string) (found []string, err 
 		return nil, err
 	}
 	defer res.Body.Close()
-	var out struct {
-		Docs []struct {
-			ID    string          `json:"_id"`
-			Found bool            `json:"found"`
-			Error json.RawMessage `json:"error"`
-		} `json:"docs"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
-		return nil, apierr.Wrap(err, apierr.BadGateway, CodeBadGateway, "elasticsearch mget: unreadable answer")
-	}
-	if len(out.Docs) != len(uniq) {
-		return nil, apierr.New(apierr.BadGateway, CodeBadGateway, "elasticsearch mget: %d answers for %d ids", len(out.Docs), len(uniq))
+	docs, err := decodeMget(res.Body, len(uniq))
+	if err != nil {
+		return nil, err
 	}
 	found = []string{}
-	for i, d := range out.Docs {
-		if len(d.Error) > 0 {
-			// Per-document errors are the index's (an alias over several
-			// indices, a closed shard), never the id's: fail the call rather
-			// than report a document as missing.
-			typ, reason := parseESError([]byte(`{"error":` + string(d.Error) + `}`))
-			status := http.StatusBadGateway
-			if typ == "index_not_found_exception" {
-				status = http.StatusNotFound
-			}
-			return nil, classifyStatus("mget", status, nil, typ, reason)
-		}
+	for i, d := range docs {
 		if d.Found {
 			found = append(found, uniq[i])
 		}
@@ -137,4 +118,41 @@ func mgetBody(ids []string) []byte {
 		b = appendString(b, id)
 	}
 	return append(b, "]}"...)
+}
+
+// mgetDoc is one document of an _mget answer.
+type mgetDoc struct {
+	ID          string          `json:"_id"`
+	Found       bool            `json:"found"`
+	SeqNo       int64           `json:"_seq_no"`
+	PrimaryTerm int64           `json:"_primary_term"`
+	Source      json.RawMessage `json:"_source"`
+	Error       json.RawMessage `json:"error"`
+}
+
+// decodeMget reads an _mget answer for n ids, one document per id in
+// order. A per-document error fails the call: it is the index's (an alias
+// over several indices, a closed shard), never the id's, and must not
+// report a document as missing.
+func decodeMget(body io.Reader, n int) ([]mgetDoc, error) {
+	var out struct {
+		Docs []mgetDoc `json:"docs"`
+	}
+	if err := json.NewDecoder(body).Decode(&out); err != nil {
+		return nil, apierr.Wrap(err, apierr.BadGateway, CodeBadGateway, "elasticsearch mget: unreadable answer")
+	}
+	if len(out.Docs) != n {
+		return nil, apierr.New(apierr.BadGateway, CodeBadGateway, "elasticsearch mget: %d answers for %d ids", len(out.Docs), n)
+	}
+	for _, d := range out.Docs {
+		if len(d.Error) > 0 {
+			typ, reason := parseESError([]byte(`{"error":` + string(d.Error) + `}`))
+			status := http.StatusBadGateway
+			if typ == "index_not_found_exception" {
+				status = http.StatusNotFound
+			}
+			return nil, classifyStatus("mget", status, nil, typ, reason)
+		}
+	}
+	return out.Docs, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -216,33 +215,12 @@ func (c *Client) GetDocs(ctx context.Context, ids []string) (docs []StoredDoc, e
 		return nil, err
 	}
 	defer res.Body.Close()
-	var out struct {
-		Docs []struct {
-			ID          string          `json:"_id"`
-			Found       bool            `json:"found"`
-			SeqNo       int64           `json:"_seq_no"`
-			PrimaryTerm int64           `json:"_primary_term"`
-			Source      json.RawMessage `json:"_source"`
-			Error       json.RawMessage `json:"error"`
-		} `json:"docs"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
-		return nil, apierr.Wrap(err, apierr.BadGateway, CodeBadGateway, "elasticsearch mget: unreadable answer")
-	}
-	if len(out.Docs) != len(ids) {
-		return nil, apierr.New(apierr.BadGateway, CodeBadGateway, "elasticsearch mget: %d answers for %d ids", len(out.Docs), len(ids))
+	found, err := decodeMget(res.Body, len(ids))
+	if err != nil {
+		return nil, err
 	}
 	docs = make([]StoredDoc, 0, len(ids))
-	for _, d := range out.Docs {
-		if len(d.Error) > 0 {
-			// As in Exists: the index's problem, not the id's.
-			typ, reason := parseESError([]byte(`{"error":` + string(d.Error) + `}`))
-			status := http.StatusBadGateway
-			if typ == "index_not_found_exception" {
-				status = http.StatusNotFound
-			}
-			return nil, classifyStatus("mget", status, nil, typ, reason)
-		}
+	for _, d := range found {
 		if !d.Found {
 			continue
 		}

@@ -157,31 +157,7 @@ check_java() {
 }
 
 # ---- download / install ------------------------------------------------------------------------
-sha256_ok() { [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$ES_SHA256" ]]; }
-
-fetch() {
-  local zip="$CACHE/elasticsearch-${ES_VERSION}.zip"
-  mkdir -p "$CACHE"
-  if [[ -f "$zip" ]]; then
-    if sha256_ok "$zip"; then
-      log "using cached $zip"
-      return 0
-    fi
-    log "cached $zip has a wrong sha256, downloading again"
-    rm -f "$zip"
-  fi
-  local url="$ES_MAVEN_REPO/$ES_URL_PATH"
-  log "downloading $url"
-  curl -fSL --retry 3 --retry-delay 2 --connect-timeout 20 --max-time 900 -sS \
-    -o "$zip.part" "$url" || { rm -f "$zip.part"; die "download failed: $url"; }
-  if ! sha256_ok "$zip.part"; then
-    local got; got="$(sha256sum "$zip.part" | cut -d' ' -f1)"
-    rm -f "$zip.part"
-    die "sha256 mismatch for $url: got $got, pinned $ES_SHA256"
-  fi
-  mv -f "$zip.part" "$zip"
-  log "verified sha256 $ES_SHA256"
-}
+fetch() { fetch_pinned "$ES_MAVEN_REPO/$ES_URL_PATH" "$CACHE/elasticsearch-${ES_VERSION}.zip" "$ES_SHA256" 900; }
 
 install_dist() {
   [[ -f "$ES_HOME/.tusou-installed" ]] && return 0

@@ -26,3 +26,29 @@ lock_file() {
   exec 9>"$2"
   flock -w 300 9 || die "could not lock $2 (another $(basename "$0") still running?)"
 }
+
+# fetch_pinned URL FILE SHA256 MAX_SECONDS: FILE holds URL's bytes with the pinned sha256 when
+# this returns: a cached FILE is kept when it verifies, else downloaded again (to FILE.part,
+# verified, then renamed, so an interrupted download never looks complete).
+fetch_pinned() {
+  local url="$1" file="$2" sha="$3" max="$4" got
+  mkdir -p "$(dirname "$file")"
+  if [[ -f "$file" ]]; then
+    if [[ "$(sha256sum "$file" | cut -d' ' -f1)" == "$sha" ]]; then
+      log "using cached $file"
+      return 0
+    fi
+    log "cached $file has a wrong sha256, downloading again"
+    rm -f "$file"
+  fi
+  log "downloading $url"
+  curl -fSL --retry 3 --retry-delay 2 --connect-timeout 20 --max-time "$max" -sS \
+    -o "$file.part" "$url" || { rm -f "$file.part"; die "download failed: $url"; }
+  got="$(sha256sum "$file.part" | cut -d' ' -f1)"
+  if [[ "$got" != "$sha" ]]; then
+    rm -f "$file.part"
+    die "sha256 mismatch for $url: got $got, pinned $sha"
+  fi
+  mv -f "$file.part" "$file"
+  log "verified sha256 $sha"
+}

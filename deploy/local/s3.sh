@@ -115,27 +115,7 @@ check_tools() {
 }
 
 # ---- download ----------------------------------------------------------------------------------
-sha256_ok() { [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$S3PROXY_SHA256" ]]; }
-
-fetch() {
-  mkdir -p "$CACHE"
-  if [[ -f "$JAR" ]]; then
-    sha256_ok "$JAR" && return 0
-    log "cached $JAR has a wrong sha256, downloading again"
-    rm -f "$JAR"
-  fi
-  local url="$S3_MAVEN_REPO/$S3PROXY_URL_PATH"
-  log "downloading $url"
-  curl -fSL --retry 3 --retry-delay 2 --connect-timeout 20 --max-time 600 -sS \
-    -o "$JAR.part" "$url" || { rm -f "$JAR.part"; die "download failed: $url"; }
-  if ! sha256_ok "$JAR.part"; then
-    local got; got="$(sha256sum "$JAR.part" | cut -d' ' -f1)"
-    rm -f "$JAR.part"
-    die "sha256 mismatch for $url: got $got, pinned $S3PROXY_SHA256"
-  fi
-  mv -f "$JAR.part" "$JAR"
-  log "verified sha256 $S3PROXY_SHA256"
-}
+fetch() { fetch_pinned "$S3_MAVEN_REPO/$S3PROXY_URL_PATH" "$JAR" "$S3PROXY_SHA256" 600; }
 
 # ---- credentials and config --------------------------------------------------------------------
 # ensure_credentials generates the identity/credential once; later ups reuse them, so objects
